@@ -1,0 +1,409 @@
+"""TD3: Twin Delayed Deep Deterministic policy gradient (Fujimoto et al. 2018, arXiv 1802.09477).
+
+The deterministic-policy baseline of both papers, with CleanRL's defaults (SPEC.md section 2).
+
+Equations implemented (numbers of arXiv 1802.09477):
+  target smoothing  a' = clip(mu'(s') + clip(eps, -c, c), -1, 1),  eps ~ N(0, sigma^2)       (eq. 14)
+  clipped double Q  y = r + gamma (1 - term) min_k Q'_k(s', a')                              (eq. 10)
+  critic loss       sum_k (Q_k(s, a) - y)^2                                                  (Algorithm 1)
+  actor loss        -Q_1(s, mu(s)), every `policy_frequency` critic steps       (Algorithm 1, section 5.2)
+
+Usage: python td3_baseline.py --env-id Walker2d-v4 --seed 1
+
+Differences from CleanRL's td3_continuous_action.py:
+  * the policy acts in [-1, 1]^d; noises (exploration 0.1, smoothing 0.2 clipped at 0.5) are drawn there, so in env
+    units each dimension's noise is scaled by that dimension's half-range;
+  * Gymnasium 1.x vector envs with SAME_STEP autoreset (the stored s' of a finished episode is `final_obs`);
+  * the replay buffer lives on the training device, and nothing in the per-step path calls `.item()`;
+  * evaluation of the noise-free policy mu(s) in a separate env, written to `evaluations.csv`.
+"""
+
+import csv
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (the saved model is runs/{run_name}/{exp_name}.pt)"""
+    seed: int = 1
+    """seed of python, numpy, torch and the envs"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, train on CUDA when it is available (else CPU)"""
+    capture_video: bool = False
+    """whether to record videos of the first training env to videos/{run_name} (needs moviepy and a GL backend)"""
+    save_model: bool = False
+    """whether to save the networks and the arguments to runs/{run_name}/{exp_name}.pt at the end"""
+    run_name: str = ""
+    """name of the run directory under runs/; empty means {env_id}__{exp_name}__{seed}__{unix time}"""
+    env_id: str = "Hopper-v4"
+    """the id of the Gymnasium environment (Box action space)"""
+    total_timesteps: int = 1_000_000
+    """total env steps of the experiment, summed over the vector envs"""
+    num_envs: int = 1
+    """number of parallel training envs; one gradient update per vector step"""
+    buffer_size: int = 1_000_000
+    """the replay memory size, in transitions"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 0.005
+    """target smoothing coefficient of the Polyak averages"""
+    batch_size: int = 256
+    """the batch size of sample from the replay memory"""
+    learning_starts: int = 25_000
+    """env steps of uniform random actions before learning starts"""
+    eval_freq: int = 5_000
+    """evaluate the inference policy every this many env steps (and at the end)"""
+    eval_episodes: int = 10
+    """episodes per evaluation, run in parallel envs seeded from seed + 10_000"""
+
+    # Algorithm specific arguments
+    learning_rate: float = 3e-4
+    """the learning rate of the actor and critic optimizers"""
+    exploration_noise: float = 0.1
+    """the std of the Gaussian exploration noise, in the policy's [-1, 1] units"""
+    policy_noise: float = 0.2
+    """the std of the target policy smoothing noise, in the policy's [-1, 1] units"""
+    noise_clip: float = 0.5
+    """the smoothing noise is clipped to [-noise_clip, noise_clip]"""
+    policy_frequency: int = 2
+    """the frequency of training policy (delayed); the target networks follow it"""
+
+
+def find_arg_problem(args: Args) -> str | None:
+    """The first invalid flag, as a one-line message, or None. Runs before any env is made."""
+    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_freq", "eval_episodes"]
+    positive += ["learning_rate", "policy_frequency"]
+    for name in positive:
+        if not getattr(args, name) > 0:
+            return f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
+    if args.batch_size > args.buffer_size:
+        return f"--batch-size ({args.batch_size}) must not exceed --buffer-size ({args.buffer_size})"
+    if args.learning_starts < 0:
+        return f"--learning-starts must be >= 0, got {args.learning_starts}"
+    if not 0.0 <= args.gamma <= 1.0:
+        return f"--gamma must lie in [0, 1], got {args.gamma}"
+    for name in ["exploration_noise", "policy_noise", "noise_clip"]:
+        if getattr(args, name) < 0:
+            return f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}"
+    if not 0.0 < args.tau <= 1.0:
+        return f"--tau must lie in (0, 1], got {args.tau}"
+    try:
+        gym.spec(args.env_id)
+    except gym.error.Error as err:
+        return f"--env-id {args.env_id!r}: {err}"
+    return None
+
+
+def make_env(env_id: str, seed: int, idx: int, capture_video: bool, run_name: str):
+    def thunk():
+        if capture_video and idx == 0:
+            env = gym.make(env_id, render_mode="rgb_array")
+            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+        else:
+            env = gym.make(env_id)
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+
+
+def make_vector_env(env_id: str, seed: int, num_envs: int, capture_video: bool = False, run_name: str = ""):
+    """Gymnasium 1.x vector env whose finished sub-envs reset in the same step (their last obs is `final_obs`)."""
+    envs = gym.vector.SyncVectorEnv(
+        [make_env(env_id, seed + i, i, capture_video, run_name) for i in range(num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+def find_space_problem(envs, env_id: str) -> str | None:
+    """This file handles flat Box observations and Box actions only."""
+    if not isinstance(envs.single_action_space, gym.spaces.Box):
+        return f"--env-id {env_id}: action space {envs.single_action_space} is not a Box; continuous actions only"
+    if not isinstance(envs.single_observation_space, gym.spaces.Box) or len(envs.single_observation_space.shape) != 1:
+        return f"--env-id {env_id}: observation space {envs.single_observation_space} is not a flat Box"
+    return None
+
+
+# ALGO LOGIC: initialize agent here:
+class QNetwork(nn.Module):
+    def __init__(self, obs_dim: int, action_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(obs_dim + action_dim, 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc3 = nn.Linear(256, 1)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, action], 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x).squeeze(-1)
+
+
+class Actor(nn.Module):
+    def __init__(self, obs_dim: int, action_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(obs_dim, 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc_mu = nn.Linear(256, action_dim)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """The deterministic policy mu(s) in [-1, 1]^d; also the evaluation policy (one network evaluation)."""
+        x = F.relu(self.fc1(obs))
+        x = F.relu(self.fc2(x))
+        return torch.tanh(self.fc_mu(x))
+
+
+class ReplayBuffer:
+    """Transitions (s, a, r, s', terminated) in tensors preallocated on the training device; a batch is a gather."""
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int, device: torch.device, seed: int):
+        self.capacity, self.size, self.pos, self.device = capacity, 0, 0, device
+        self.obs = torch.zeros((capacity, obs_dim), device=device)
+        self.next_obs = torch.zeros((capacity, obs_dim), device=device)
+        self.actions = torch.zeros((capacity, action_dim), device=device)
+        self.rewards = torch.zeros(capacity, device=device)
+        self.terminations = torch.zeros(capacity, device=device)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def add(self, obs, next_obs, actions: torch.Tensor, rewards, terminations) -> None:
+        """One vector step: numpy arrays from the envs, the policy-space actions already on the device."""
+        idx = (self.pos + torch.arange(len(obs), device=self.device)) % self.capacity
+        self.obs[idx] = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        self.next_obs[idx] = torch.as_tensor(next_obs, dtype=torch.float32, device=self.device)
+        self.actions[idx] = actions
+        self.rewards[idx] = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
+        self.terminations[idx] = torch.as_tensor(terminations, dtype=torch.float32, device=self.device)
+        self.pos = (self.pos + len(obs)) % self.capacity
+        self.size = min(self.size + len(obs), self.capacity)
+
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=self.generator)
+        return self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminations[idx]
+
+
+# ALGO LOGIC: the math, as pure functions (tests import these)
+def final_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
+    """The true s' of each sub-env: under SAME_STEP autoreset a finished one already shows its reset obs."""
+    if "_final_obs" not in infos:
+        return next_obs
+    real_next_obs = next_obs.copy()
+    for i in np.flatnonzero(infos["_final_obs"]):
+        real_next_obs[i] = infos["final_obs"][i]
+    return real_next_obs
+
+
+def action_to_env(action: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> np.ndarray:
+    """Map policy actions in [-1, 1]^d linearly onto the env's bounds, per dimension (Humanoid is +-0.4)."""
+    return (low + (action + 1.0) * 0.5 * (high - low)).cpu().numpy()
+
+
+def td_target(rewards, terminations, next_value, gamma: float) -> torch.Tensor:
+    """y = r + gamma (1 - terminated) V(s'): only termination cuts the bootstrap, a time-limit truncation does not."""
+    return rewards + gamma * (1.0 - terminations) * next_value
+
+
+def smoothed_target_action(target_action: torch.Tensor, policy_noise: float, noise_clip: float) -> torch.Tensor:
+    """Target policy smoothing (eq. 14): a' = clip(mu'(s') + clip(eps, -c, c), -1, 1), eps ~ N(0, policy_noise^2).
+    Drawn in [-1, 1]^d, so in env units every dimension's noise is scaled by its own half-range."""
+    noise = (torch.randn_like(target_action) * policy_noise).clamp(-noise_clip, noise_clip)
+    return (target_action + noise).clamp(-1.0, 1.0)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak average theta' <- (1 - tau) theta' + tau theta, one fused op over all parameters."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+@torch.no_grad()
+def evaluate(act, eval_envs, low: torch.Tensor, high: torch.Tensor, device: torch.device, seed: int) -> np.ndarray:
+    """Return of one episode in each eval env, acting with the inference policy `act` (obs -> [-1, 1]^d)."""
+    obs, _ = eval_envs.reset(seed=seed)
+    returns = np.zeros(eval_envs.num_envs)
+    done = np.zeros(eval_envs.num_envs, dtype=bool)
+    while not done.all():
+        action = act(torch.as_tensor(obs, dtype=torch.float32, device=device))
+        obs, rewards, terminations, truncations, _ = eval_envs.step(action_to_env(action, low, high))
+        returns += np.where(done, 0.0, rewards)  # finished envs autoreset and run on: ignore them
+        done |= terminations | truncations
+    return returns
+
+
+def log_losses(writer: SummaryWriter, losses: dict[str, torch.Tensor], global_step: int) -> str | None:
+    """Write the losses (the only host sync of the update path); return the name of a non-finite one."""
+    values = {name: value.item() for name, value in losses.items()}
+    for name, value in values.items():
+        if not math.isfinite(value):
+            return name
+        writer.add_scalar(name, value, global_step)
+    return None
+
+
+def main(args: Args) -> None:
+    problem = find_arg_problem(args)
+    if problem:
+        sys.exit(f"{args.exp_name}: error: {problem}")
+    run_name = args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join("runs", run_name)
+    if os.path.exists(os.path.join(run_dir, "evaluations.csv")):
+        sys.exit(f"{args.exp_name}: error: {run_dir} already holds results; pick another --run-name")
+
+    warnings.filterwarnings("ignore", ".*is out of date", DeprecationWarning)  # the -v4 tasks are the papers' choice
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # env setup
+    envs = make_vector_env(args.env_id, args.seed, args.num_envs, args.capture_video, run_name)
+    problem = find_space_problem(envs, args.env_id)
+    if problem:
+        envs.close()
+        sys.exit(f"{args.exp_name}: error: {problem}")
+    eval_envs = make_vector_env(args.env_id, args.seed + 10_000, args.eval_episodes)
+    obs_dim = envs.single_observation_space.shape[0]
+    action_dim = envs.single_action_space.shape[0]
+    low = torch.as_tensor(envs.single_action_space.low, dtype=torch.float32, device=device)
+    high = torch.as_tensor(envs.single_action_space.high, dtype=torch.float32, device=device)
+
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    eval_file = open(os.path.join(run_dir, "evaluations.csv"), "w", newline="")
+    eval_csv = csv.writer(eval_file)
+    eval_csv.writerow(["global_step", "mean_return", "std_return", "nfe", "wall_time_s"])
+    eval_file.flush()
+
+    # ALGO LOGIC: networks and optimizers
+    actor = Actor(obs_dim, action_dim).to(device)
+    qf1 = QNetwork(obs_dim, action_dim).to(device)
+    qf2 = QNetwork(obs_dim, action_dim).to(device)
+    qf1_target = QNetwork(obs_dim, action_dim).to(device)
+    qf2_target = QNetwork(obs_dim, action_dim).to(device)
+    target_actor = Actor(obs_dim, action_dim).to(device)
+    target_actor.load_state_dict(actor.state_dict())
+    qf1_target.load_state_dict(qf1.state_dict())
+    qf2_target.load_state_dict(qf2.state_dict())
+    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    nfe = 1
+
+    rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, device, args.seed)
+
+    # TRY NOT TO MODIFY: start the game
+    start_time = time.time()
+    learning_start_time, learning_start_step = None, 0
+    num_updates, next_eval_step = 0, args.eval_freq
+    last_train_return, last_eval_return = float("nan"), float("nan")
+    losses: dict[str, torch.Tensor] = {}
+    num_iterations = -(-args.total_timesteps // args.num_envs)
+    obs, _ = envs.reset(seed=args.seed)
+    for iteration in range(1, num_iterations + 1):
+        global_step = iteration * args.num_envs
+        # ALGO LOGIC: put action logic here
+        with torch.no_grad():
+            if global_step <= args.learning_starts:
+                actions = torch.rand((args.num_envs, action_dim), device=device) * 2 - 1
+            else:
+                actions = actor(torch.as_tensor(obs, dtype=torch.float32, device=device))
+                actions = (actions + torch.randn_like(actions) * args.exploration_noise).clamp(-1.0, 1.0)
+
+        # TRY NOT TO MODIFY: execute the game and log data.
+        next_obs, rewards, terminations, truncations, infos = envs.step(action_to_env(actions, low, high))
+        if "episode" in infos:
+            for i in np.flatnonzero(infos["_episode"]):
+                last_train_return = float(infos["episode"]["r"][i])
+                writer.add_scalar("charts/episodic_return", last_train_return, global_step)
+                writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
+
+        # TRY NOT TO MODIFY: save data to replay buffer; truncated episodes keep their bootstrap (only `terminations`)
+        rb.add(obs, final_next_obs(next_obs, infos), actions, rewards, terminations)
+        obs = next_obs
+
+        # ALGO LOGIC: training.
+        if global_step > args.learning_starts:
+            if learning_start_time is None:
+                learning_start_time, learning_start_step = time.time(), global_step
+            num_updates += 1
+            b_obs, b_actions, b_rewards, b_next_obs, b_terminations = rb.sample(args.batch_size)
+            with torch.no_grad():
+                next_actions = smoothed_target_action(target_actor(b_next_obs), args.policy_noise, args.noise_clip)
+                min_qf_next = torch.min(qf1_target(b_next_obs, next_actions), qf2_target(b_next_obs, next_actions))
+                next_q_value = td_target(b_rewards, b_terminations, min_qf_next, args.gamma)  # eq. 10
+
+            qf1_a_values = qf1(b_obs, b_actions)
+            qf2_a_values = qf2(b_obs, b_actions)
+            qf_loss = F.mse_loss(qf1_a_values, next_q_value) + F.mse_loss(qf2_a_values, next_q_value)
+            q_optimizer.zero_grad()
+            qf_loss.backward()
+            q_optimizer.step()
+            losses.update({"losses/qf_loss": qf_loss.detach() / 2, "losses/qf1_values": qf1_a_values.detach().mean()})
+
+            if num_updates % args.policy_frequency == 0:  # delayed policy update (section 5.2)
+                actor_loss = -qf1(b_obs, actor(b_obs)).mean()
+                actor_optimizer.zero_grad()
+                actor_loss.backward()
+                actor_optimizer.step()
+                losses["losses/actor_loss"] = actor_loss.detach()
+                soft_update(target_actor, actor, args.tau)
+                soft_update(qf1_target, qf1, args.tau)
+                soft_update(qf2_target, qf2, args.tau)
+
+        evaluating = global_step >= next_eval_step or iteration == num_iterations
+        if losses and (num_updates % 100 == 0 or evaluating):
+            bad_loss = log_losses(writer, losses, global_step)
+            if bad_loss:
+                writer.close()
+                sys.exit(f"{args.exp_name}: error: non-finite {bad_loss} by global_step {global_step}; run stopped")
+            sps = (global_step - learning_start_step) / max(time.time() - learning_start_time, 1e-9)
+            writer.add_scalar("charts/SPS", int(sps), global_step)
+
+        if evaluating:
+            next_eval_step += args.eval_freq
+            returns = evaluate(actor, eval_envs, low, high, device, args.seed + 10_000)
+            last_eval_return, elapsed = float(returns.mean()), time.time() - start_time
+            writer.add_scalar("eval/episodic_return", last_eval_return, global_step)
+            eval_csv.writerow([global_step, last_eval_return, float(returns.std()), nfe, round(elapsed, 2)])
+            eval_file.flush()
+            rate = (global_step - learning_start_step) / (time.time() - (learning_start_time or start_time))
+            eta = (args.total_timesteps - global_step) / max(rate, 1e-9)
+            print(
+                f"global_step {global_step}/{args.total_timesteps} | {rate:.0f} steps/s | ETA {eta / 60:.1f} min"
+                f" | train return {last_train_return:.1f} | eval return {last_eval_return:.1f}",
+                flush=True,
+            )
+
+    if args.save_model:
+        model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
+        networks = {"actor": actor, "qf1": qf1, "qf2": qf2, "target_actor": target_actor}
+        networks.update({"qf1_target": qf1_target, "qf2_target": qf2_target})
+        torch.save({"args": asdict(args), **{k: v.state_dict() for k, v in networks.items()}}, model_path)
+        print(f"model saved to {model_path}")
+    eval_file.close()
+    envs.close()
+    eval_envs.close()
+    writer.close()
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,78 @@
+"""Bad input stops a file before any training, with one line that names what was wrong."""
+
+import math
+
+import gymnasium as gym
+import pytest
+import tyro
+from conftest import ALGOS, SHORT_RUN, TINY_ARGS, load_algo, read_evaluations, run_algo, short_run
+
+COMMON_BAD_INPUT = [
+    (["--env-id", "CartPole-v1"], "not a Box"),
+    (["--env-id", "NoSuchEnv-v0"], "--env-id"),
+    (["--batch-size", "512", "--buffer-size", "100"], "--batch-size"),
+    (["--total-timesteps", "0"], "--total-timesteps"),
+    (["--buffer-size", "-5"], "--buffer-size"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--num-envs", "0"], "--num-envs"),
+    (["--eval-episodes", "0"], "--eval-episodes"),
+]
+# Each algorithm's own flags that must be rejected.
+ALGO_BAD_INPUT = {
+    "fpmd_r": [(["--num-particles", "0"], "--num-particles"), (["--flow-steps", "0"], "--flow-steps")],
+    "fpmd_m": [(["--num-particles", "0"], "--num-particles"), (["--mf-ratio", "1.5"], "--mf-ratio")],
+    "mfpo": [
+        (["--sampling-steps", "0"], "--sampling-steps"),
+        (["--v-min", "10", "--v-max", "10"], "--v-min"),
+        (["--num-candidates", "0"], "--num-candidates"),
+    ],
+}
+CASES = [(algo, flags, expected) for algo in ALGOS for flags, expected in COMMON_BAD_INPUT + ALGO_BAD_INPUT.get(algo, [])]
+
+
+@pytest.mark.parametrize("algo, flags, expected", CASES)
+def test_bad_input_exits_before_training_with_one_line(algo, flags, expected, tmp_path):
+    result = run_algo(algo, tmp_path, "--no-cuda", *flags)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"{algo}: error:") and expected in last_line, result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing was trained or logged
+
+
+def test_finished_results_are_never_overwritten(algo, tmp_path):
+    short_run(algo, tmp_path, "--env-id", "Pendulum-v1", "--run-name", "done")
+    before = (tmp_path / "runs" / "done" / "evaluations.csv").read_text()
+    result = run_algo(algo, tmp_path, "--env-id", "Pendulum-v1", "--run-name", "done", "--no-cuda")
+    assert result.returncode != 0 and "already holds results" in result.stderr
+    assert (tmp_path / "runs" / "done" / "evaluations.csv").read_text() == before
+
+
+class NaNRewardPendulum(gym.Wrapper):
+    """Pendulum whose reward turns NaN after 250 steps, so that the critic loss does too."""
+
+    def __init__(self):
+        super().__init__(gym.make("Pendulum-v1"))
+        self.steps = 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        return obs, (math.nan if self.steps > 250 else reward), terminated, truncated, info
+
+
+gym.register("NaNRewardPendulum-v0", entry_point=NaNRewardPendulum, max_episode_steps=200)
+
+
+def test_non_finite_loss_stops_the_run(algo, tmp_path, monkeypatch):
+    module = load_algo(algo)
+    monkeypatch.chdir(tmp_path)
+    flags = ["--env-id", "NaNRewardPendulum-v0", "--total-timesteps", "2000", "--run-name", "nan"]
+    args = tyro.cli(module.Args, args=[*SHORT_RUN, *TINY_ARGS[algo], *flags])
+    with pytest.raises(SystemExit) as stop:
+        module.main(args)
+    message = str(stop.value.code)
+    assert "non-finite losses/" in message and "\n" not in message
+    rows = read_evaluations(tmp_path / "runs" / "nan")
+    assert rows[-1]["global_step"] < 2000  # stopped before the end
+    assert all(math.isfinite(row["mean_return"]) for row in rows)  # and no NaN policy was evaluated

@@ -1,0 +1,28 @@
+"""Each file trains for a few hundred steps on a MuJoCo task: updates, evaluations and --save-model all happen."""
+
+import torch
+from conftest import load_algo, read_evaluations, short_run
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+def test_short_run_logs_evaluates_and_saves(algo, tmp_path):
+    result = short_run(algo, tmp_path, "--env-id", "Hopper-v4", "--run-name", "smoke", "--save-model")
+    run_dir = tmp_path / "runs" / "smoke"
+
+    rows = read_evaluations(run_dir)
+    assert [row["global_step"] for row in rows] == [200, 400]
+    assert all(row["nfe"] >= 1 and row["wall_time_s"] > 0 for row in rows)
+    assert "global_step 400/400" in result.stdout  # the progress line
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert "eval/episodic_return" in tags and "charts/SPS" in tags
+    assert any(tag.startswith("losses/") for tag in tags), tags  # the update code ran and was logged
+
+    checkpoint = torch.load(run_dir / f"{algo}.pt", weights_only=True)
+    assert checkpoint["args"]["env_id"] == "Hopper-v4"
+    module = load_algo(algo)
+    network_keys = [key for key in checkpoint if key != "args"]
+    assert network_keys and all(isinstance(checkpoint[key], dict) for key in network_keys)
+    assert module.Args().exp_name == algo
