@@ -6,6 +6,7 @@ env steps to first reach a return threshold, final and best eval return, steps/s
 
 Everything after `--` is passed to every run. Runs are named {env}__{algo}__{seed}; a run directory that already
 holds results is reported, not re-run. Each run uses one CPU thread, so `--workers` runs share the machine fairly.
+With --stop-at-threshold a run is ended at its first evaluation that reaches --threshold (what the check measures).
 """
 
 import argparse
@@ -22,18 +23,22 @@ from evaluations import last_scalar, read_evaluations  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_one(algo: str, env_id: str, seed: int, out: Path, extra: list[str]) -> float:
-    """Train one run (unless its results exist); return its wall time in seconds."""
+def run_one(algo: str, env_id: str, seed: int, out: Path, extra: list[str], stop_at: float | None) -> None:
+    """Train one run unless its results exist; with `stop_at`, end it once an evaluation reaches that return."""
     run_name = f"{env_id}__{algo}__{seed}"
-    if read_evaluations(out / "runs" / run_name):
-        return float("nan")
+    run_dir = out / "runs" / run_name
+    if read_evaluations(run_dir):
+        return
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = [sys.executable, str(ROOT / f"{algo}.py"), "--env-id", env_id, "--seed", str(seed)]
     command += ["--run-name", run_name, "--no-cuda", *extra]
-    start = time.time()
     with open(out / f"{run_name}.log", "w") as log:
-        subprocess.run(command, cwd=out, stdout=log, stderr=subprocess.STDOUT, check=False)
-    return time.time() - start
+        process = subprocess.Popen(command, cwd=out, stdout=log, stderr=subprocess.STDOUT, env=env)
+        while process.poll() is None:
+            time.sleep(5)
+            if stop_at is not None and any(row["mean_return"] >= stop_at for row in read_evaluations(run_dir)):
+                process.terminate()
+                process.wait()
 
 
 def main() -> None:
@@ -42,6 +47,7 @@ def main() -> None:
     parser.add_argument("--env-id", required=True)
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--threshold", type=float, default=None, help="report the first env step reaching it")
+    parser.add_argument("--stop-at-threshold", action="store_true", help="end each run once it reaches --threshold")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args, extra = parser.parse_known_args()
@@ -49,25 +55,26 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     jobs = [(algo, seed) for algo in args.algos for seed in args.seeds]
+    stop_at = args.threshold if args.stop_at_threshold else None
     with ThreadPoolExecutor(args.workers) as pool:
-        wall = dict(zip(jobs, pool.map(lambda job: run_one(job[0], args.env_id, job[1], args.out, extra), jobs)))
+        list(pool.map(lambda job: run_one(job[0], args.env_id, job[1], args.out, extra, stop_at), jobs))
 
     print(f"\n{args.env_id}, flags: {' '.join(extra) or '(defaults)'}\n")
-    print("| algo | seed | steps to return >= threshold | final eval return | best eval return | steps/s | wall time |")
-    print("|---|---|---|---|---|---|---|")
+    print("| algo | seed | env steps to return >= threshold | wall time then | last eval return (step) | best eval return | steps/s | wall time |")
+    print("|---|---|---|---|---|---|---|---|")
     for algo, seed in jobs:
         run_dir = args.out / "runs" / f"{args.env_id}__{algo}__{seed}"
         rows = read_evaluations(run_dir)
         if not rows:
-            print(f"| {algo} | {seed} | run failed, see {run_dir.name}.log | | | | |")
+            print(f"| {algo} | {seed} | run failed, see {run_dir.name}.log | | | | | |")
             continue
-        reached = [row["global_step"] for row in rows if args.threshold is not None and row["mean_return"] >= args.threshold]
-        first = f"{reached[0]:.0f}" if reached else "not reached"
-        sps = last_scalar(run_dir, "charts/SPS")
+        reached = [row for row in rows if args.threshold is not None and row["mean_return"] >= args.threshold]
+        first = f"{reached[0]['global_step']:.0f} | {reached[0]['wall_time_s'] / 60:.1f} min" if reached else "not reached | -"
+        last, best = rows[-1], max(row["mean_return"] for row in rows)
+        sps = last_scalar(run_dir, "charts/SPS") or float("nan")
         print(
-            f"| {algo} | {seed} | {first} | {rows[-1]['mean_return']:.1f} (step {rows[-1]['global_step']:.0f}) | "
-            f"{max(row['mean_return'] for row in rows):.1f} | {sps or float('nan'):.0f} | "
-            f"{rows[-1]['wall_time_s'] / 60:.1f} min |"
+            f"| {algo} | {seed} | {first} | {last['mean_return']:.1f} ({last['global_step']:.0f}) | {best:.1f} | "
+            f"{sps:.0f} | {last['wall_time_s'] / 60:.1f} min |"
         )
 
 
