@@ -103,7 +103,7 @@ class Args:
     num_particles: int = 32
     """N of best-of-N action selection (eq. 18), for acting and for the next action a' of the update"""
     weighting: Literal["exp", "uniform"] = "exp"
-    """actor-loss weights: exp (eq. 8, in the stabilized form) or uniform (what the official release trains with)"""
+    """actor-loss weights: exp (exp(Q / lambda) in a stable form) or uniform (what the official release trains with)"""
     alpha_init: float = 5.0
     """initial temperature alpha; it is lambda of eq. 2 and sets the exploration noise sigma = 0.1 alpha"""
     alpha_lr: float = 7e-3
@@ -251,7 +251,7 @@ class ReplayBuffer:
 
 
 # ALGO LOGIC: the math, as pure functions (tests import these)
-Q_STD_RATE = 0.001  # EMA rate of the running std of Q in the weights of eq. 8
+Q_STD_RATE = 0.001  # EMA rate of the running std of Q in the actor-loss weights
 def final_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
     """The true s' of each sub-env: under SAME_STEP autoreset a finished one already shows its reset obs."""
     if "_final_obs" not in infos:
@@ -281,7 +281,7 @@ def sample_actions(policy: nn.Module, obs: torch.Tensor, x0: torch.Tensor, num_s
 
 
 def flow_matching_loss(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """eq. 8: sum over the batch of w_b ||v(s, x_t, t) - (a1 - x0)||^2 (mean over dims and batch), with
+    """eq. 8: mean over the batch of w_b ||v(s, x_t, t) - (a1 - x0)||^2 (mean over dims), with
     x_t = t a1 + (1 - t) x0 (eq. 3), t ~ U[0, 1], x0 ~ N(0, I)."""
     x0 = torch.randn_like(actions)
     t = torch.rand(actions.shape[:-1], device=actions.device)
@@ -291,8 +291,8 @@ def flow_matching_loss(policy: nn.Module, obs: torch.Tensor, actions: torch.Tens
 
 
 def policy_weights(q: torch.Tensor, q_std: torch.Tensor, temperature: torch.Tensor, weighting: str) -> torch.Tensor:
-    """eq. 8's w = exp(Q / lambda), made scale-free and bounded: exp(clip((q - mean q) / q_std, -3, 3) / lambda).
-    Subtracting the batch mean only rescales all weights, which leaves the minimizer of eq. 8 unchanged."""
+    """The actor-loss weight w = exp(Q / lambda) (FPMD-R eq. 8, FPMD-M eq. 16) made scale-free and bounded:
+    exp(clip((q - mean q) / q_std, -3, 3) / lambda). The batch mean only rescales all weights: same minimizer."""
     if weighting == "uniform":
         return torch.ones_like(q)
     return torch.exp(((q - q.mean()) / q_std).clamp(-3.0, 3.0) / temperature)
@@ -402,7 +402,7 @@ def main(args: Args) -> None:
     log_alpha = torch.tensor(math.log(args.alpha_init), device=device, requires_grad=True)
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr)
     alpha = log_alpha.exp().detach()  # a tensor, so that reading it never syncs with the device
-    q_std = torch.ones((), device=device)  # running std of the batch Q values, for the weights of eq. 8
+    q_std = torch.ones((), device=device)  # running std of the batch Q values, for the actor-loss weights
     nfe = args.eval_flow_steps
 
     def particle_noise(batch_size: int) -> torch.Tensor:
@@ -450,7 +450,7 @@ def main(args: Args) -> None:
                 learning_start_time, learning_start_step = time.time(), global_step
             num_updates += 1
             b_obs, b_actions, b_rewards, b_next_obs, b_terminations = rb.sample(args.batch_size)
-            with torch.no_grad():  # a': one best-of-N action of the online policy at s', for eq. 17 and eq. 8
+            with torch.no_grad():  # a': one best-of-N action of the online policy at s', for eq. 17 and the actor loss
                 next_actions = best_of_n(policy, qf1, qf2, b_next_obs, particle_noise(args.batch_size), args.flow_steps, 0.1 * alpha)
                 min_qf_next = torch.min(qf1_target(b_next_obs, next_actions), qf2_target(b_next_obs, next_actions))
                 next_q_value = td_target(args.reward_scale * b_rewards, b_terminations, min_qf_next, args.gamma)  # eq. 17
@@ -464,7 +464,7 @@ def main(args: Args) -> None:
             losses.update({"losses/qf_loss": qf_loss.detach() / 2, "losses/qf1_values": qf1_a_values.detach().mean()})
 
             if num_updates % args.policy_frequency == 0:
-                with torch.no_grad():  # eq. 8 at s', with a1 = a' from pi_old and Q of the just-updated critics
+                with torch.no_grad():  # the actor loss at s', with a1 = a' from pi_old and Q of the just-updated critics
                     q = torch.min(qf1(b_next_obs, next_actions), qf2(b_next_obs, next_actions))
                     q_std.lerp_(q.std(), Q_STD_RATE)
                     weights = policy_weights(q, q_std, alpha, args.weighting)

@@ -1,0 +1,553 @@
+"""FPMD-M: Flow Policy Mirror Descent with a MeanFlow policy (Chen, Ma, Li, Wang, Dai 2025, arXiv 2507.23675).
+
+The algorithm of fpmd_r.py with a MeanFlow policy: the network learns the mean velocity u(s, z, t, r), the average
+velocity of the flow from time t to a later time r, so one step a = x0 + u(s, x0, 0, 1) samples the policy both in
+training (acting, the best-of-N next action a') and in inference, where FPMD-R needs 20 Euler steps in training.
+
+Time convention (as fpmd_r.py): noise x0 at t = 0, action a1 at t = 1, z_t = t a1 + (1 - t) x0, and
+z_r = z_t + (r - t) u(s, z_t, t, r) for r >= t. The MeanFlow identity u = v - (t - r) du/dt, with the total
+derivative du/dt = v du/dz + du/dt along the flow, gives the regression target (Prop. 4).
+
+Equations implemented (numbers of arXiv 2507.23675; SPEC.md section 4):
+  MeanFlow target   u_tgt = v - (t - r) (v d_z u + d_t u),  v = a1 - x0                          (eqs. 5, 10)
+  actor loss        mean_b w_b mean_d (u(s', z_t, t, r) - sg(u_tgt))^2,  w = exp(Q(s', a1) / lambda)  (eq. 16)
+  one-step sample   a = x0 + u(s, x0, 0, 1)                                                     (section 3.3)
+  critic loss       (Q_k(s, a) - (reward_scale r + gamma (1 - term) min_k Q'_k(s', a')))^2        (eq. 17)
+  best-of-N acting  a = argmax_{a_i ~ pi} min_k Q_k(s, a_i) + N(0, sigma^2), clipped                (eq. 18)
+
+Usage: python fpmd_m.py --env-id Walker2d-v4 --seed 1
+
+Defaults follow the authors' JAX code ("flow_policy_iclr") as in fpmd_r.py, with one sampling step everywhere and
+(t, r) ~ U[0, 1] sorted so that t <= r, r != t for 100 % of the samples (the paper changes MeanFlow's 25 %).
+du/dt comes from forward-mode AD (torch.func.jvp) under no_grad, u_pred from a plain forward pass: the same gradient
+as differentiating through the jvp, with less memory.
+
+Differences from the official implementation:
+  * the critic gradient is applied once per iteration (the official code applies the same gradient twice);
+  * weights w = exp(clip((q - mean q) / running_std(q), -3, 3) / lambda), a stable form of eq. 16's exp(Q / lambda);
+    the official expression `q - mean / std` (operator precedence) saturates the clip on nearly every sample,
+    which amounts to uniform weights: that behaviour stays available as `--weighting uniform`;
+  * Gymnasium 1.x MuJoCo v4 envs (Pusher-v5: Pusher-v4 refuses MuJoCo >= 3), PyTorch instead of JAX.
+"""
+
+import copy
+import csv
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (the saved model is runs/{run_name}/{exp_name}.pt)"""
+    seed: int = 1
+    """seed of python, numpy, torch and the envs"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, train on CUDA when it is available (else CPU)"""
+    capture_video: bool = False
+    """whether to record videos of the first training env to videos/{run_name} (needs moviepy and a GL backend)"""
+    save_model: bool = False
+    """whether to save the networks and the arguments to runs/{run_name}/{exp_name}.pt at the end"""
+    run_name: str = ""
+    """name of the run directory under runs/; empty means {env_id}__{exp_name}__{seed}__{unix time}"""
+    env_id: str = "Hopper-v4"
+    """the id of the Gymnasium environment (Box action space)"""
+    total_timesteps: int = 1_000_000
+    """total env steps of the experiment, summed over the vector envs"""
+    num_envs: int = 5
+    """number of parallel training envs; one gradient update per vector step"""
+    buffer_size: int = 1_000_000
+    """the replay memory size, in transitions"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 0.005
+    """target smoothing coefficient of the Polyak averages"""
+    batch_size: int = 256
+    """the batch size of sample from the replay memory"""
+    learning_starts: int = 30_000
+    """env steps of uniform random actions before learning starts"""
+    eval_freq: int = 5_000
+    """evaluate the inference policy every this many env steps (and at the end)"""
+    eval_episodes: int = 10
+    """episodes per evaluation, run in parallel envs seeded from seed + 10_000"""
+
+    # Algorithm specific arguments
+    policy_lr: float = 3e-4
+    """the initial learning rate of the policy (mean velocity field) optimizer"""
+    policy_lr_final: float = 3e-5
+    """the policy learning rate after the linear decay"""
+    lr_decay_start: int = 50_000
+    """gradient iteration at which the policy learning rate starts to decay"""
+    lr_decay_end: int = 150_000
+    """gradient iteration at which the policy learning rate reaches --policy-lr-final"""
+    q_lr: float = 3e-4
+    """the learning rate of the Q network optimizer"""
+    policy_frequency: int = 2
+    """actor step, target-critic and EMA-policy Polyak updates every this many gradient iterations"""
+    reward_scale: float = 0.2
+    """rewards are multiplied by this in the TD target (eq. 17)"""
+    num_particles: int = 32
+    """N of best-of-N action selection (eq. 18), for acting and for the next action a' of the update"""
+    weighting: Literal["exp", "uniform"] = "exp"
+    """actor-loss weights: exp (exp(Q / lambda) in a stable form) or uniform (what the official release trains with)"""
+    alpha_init: float = 5.0
+    """initial temperature alpha; it is lambda of eq. 2 and sets the exploration noise sigma = 0.1 alpha"""
+    alpha_lr: float = 7e-3
+    """Adam learning rate of log alpha (the noise schedule)"""
+    alpha_update_freq: int = 250
+    """one noise-schedule step every this many gradient iterations"""
+    target_entropy_per_dim: float = -1.5
+    """the noise schedule drives the entropy of N(0, sigma^2 I) toward this times dim(A)"""
+    eval_prior_scale: float = 0.5
+    """the inference policy starts from x0 ~ N(0, eval_prior_scale^2 I)"""
+    flow_steps: int = 1
+    """mean-velocity steps of the sampler in training (acting and the next action a'); 1 is the paper's"""
+    eval_flow_steps: int = 1
+    """mean-velocity steps of the inference policy (NFE); 1 is the paper's one-step inference"""
+    mf_ratio: float = 1.0
+    """share of the (t, r) samples of the actor loss with r != t (the rest has r = t: plain flow matching)"""
+
+
+def find_arg_problem(args: Args) -> str | None:
+    """The first invalid flag, as a one-line message, or None. Runs before any env is made."""
+    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_freq", "eval_episodes"]
+    positive += ["policy_lr", "policy_lr_final", "q_lr", "policy_frequency", "reward_scale", "num_particles"]
+    positive += ["alpha_init", "alpha_lr", "alpha_update_freq", "eval_prior_scale", "flow_steps", "eval_flow_steps"]
+    for name in positive:
+        if not getattr(args, name) > 0:
+            return f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
+    if args.batch_size > args.buffer_size:
+        return f"--batch-size ({args.batch_size}) must not exceed --buffer-size ({args.buffer_size})"
+    if args.learning_starts < 0:
+        return f"--learning-starts must be >= 0, got {args.learning_starts}"
+    if not 0.0 <= args.gamma <= 1.0:
+        return f"--gamma must lie in [0, 1], got {args.gamma}"
+    if not 0.0 < args.tau <= 1.0:
+        return f"--tau must lie in (0, 1], got {args.tau}"
+    if not 0.0 <= args.mf_ratio <= 1.0:
+        return f"--mf-ratio must lie in [0, 1], got {args.mf_ratio}"
+    if not 0 <= args.lr_decay_start <= args.lr_decay_end:
+        return f"--lr-decay-start ({args.lr_decay_start}) must lie in [0, --lr-decay-end ({args.lr_decay_end})]"
+    try:
+        gym.spec(args.env_id)
+    except gym.error.Error as err:
+        return f"--env-id {args.env_id!r}: {err}"
+    return None
+
+
+def make_env(env_id: str, seed: int, idx: int, capture_video: bool, run_name: str):
+    def thunk():
+        if capture_video and idx == 0:
+            env = gym.make(env_id, render_mode="rgb_array")
+            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+        else:
+            env = gym.make(env_id)
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+
+
+def make_vector_env(env_id: str, seed: int, num_envs: int, capture_video: bool = False, run_name: str = ""):
+    """Gymnasium 1.x vector env whose finished sub-envs reset in the same step (their last obs is `final_obs`)."""
+    envs = gym.vector.SyncVectorEnv(
+        [make_env(env_id, seed + i, i, capture_video, run_name) for i in range(num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+def find_space_problem(envs, env_id: str) -> str | None:
+    """This file handles flat Box observations and Box actions only."""
+    if not isinstance(envs.single_action_space, gym.spaces.Box):
+        return f"--env-id {env_id}: action space {envs.single_action_space} is not a Box; continuous actions only"
+    if not isinstance(envs.single_observation_space, gym.spaces.Box) or len(envs.single_observation_space.shape) != 1:
+        return f"--env-id {env_id}: observation space {envs.single_observation_space} is not a flat Box"
+    return None
+
+
+# ALGO LOGIC: initialize agent here:
+def mlp(in_dim: int, out_dim: int, hidden_dim: int = 256, num_hidden: int = 3) -> nn.Sequential:
+    """num_hidden x (Linear -> Mish), then a linear output: the official 3 x 256 Mish body of every network."""
+    layers = []
+    for i in range(num_hidden):
+        layers += [nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim), nn.Mish()]
+    return nn.Sequential(*layers, nn.Linear(hidden_dim, out_dim))
+
+
+class QNetwork(nn.Module):
+    def __init__(self, obs_dim: int, action_dim: int):
+        super().__init__()
+        self.net = mlp(obs_dim + action_dim, 1)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([obs, action], -1)).squeeze(-1)
+
+
+class TimeEmbedding(nn.Module):
+    """t in [0, 1] (raw) -> [sin(t f), cos(t f)] / sqrt(16) with f = 10000^(-k/8), k < 8 -> Linear 32 -> Mish -> Linear 16."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        half = dim // 2
+        self.register_buffer("inv_freq", 10000.0 ** (-torch.arange(half, dtype=torch.float32) / half))
+        self.scale = 1.0 / math.sqrt(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.Mish(), nn.Linear(2 * dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        angles = t[..., None] * self.inv_freq
+        return self.mlp(torch.cat([angles.sin(), angles.cos()], -1) * self.scale)
+
+
+class MeanVelocityField(nn.Module):
+    """The MeanFlow policy: mean velocity u(s, z, t, r) of the flow from time t to time r >= t, with its own
+    embedding for each of t and r."""
+
+    def __init__(self, obs_dim: int, action_dim: int):
+        super().__init__()
+        self.t_embedding = TimeEmbedding()
+        self.r_embedding = TimeEmbedding()
+        self.net = mlp(obs_dim + action_dim + 32, action_dim)
+
+    def forward(self, obs: torch.Tensor, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([obs, z, self.t_embedding(t), self.r_embedding(r)], -1))
+
+
+class ReplayBuffer:
+    """Transitions (s, a, r, s', terminated) in tensors preallocated on the training device; a batch is a gather."""
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int, device: torch.device, seed: int):
+        self.capacity, self.size, self.pos, self.device = capacity, 0, 0, device
+        self.obs = torch.zeros((capacity, obs_dim), device=device)
+        self.next_obs = torch.zeros((capacity, obs_dim), device=device)
+        self.actions = torch.zeros((capacity, action_dim), device=device)
+        self.rewards = torch.zeros(capacity, device=device)
+        self.terminations = torch.zeros(capacity, device=device)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def add(self, obs, next_obs, actions: torch.Tensor, rewards, terminations) -> None:
+        """One vector step: numpy arrays from the envs, the policy-space actions already on the device."""
+        idx = (self.pos + torch.arange(len(obs), device=self.device)) % self.capacity
+        self.obs[idx] = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        self.next_obs[idx] = torch.as_tensor(next_obs, dtype=torch.float32, device=self.device)
+        self.actions[idx] = actions
+        self.rewards[idx] = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
+        self.terminations[idx] = torch.as_tensor(terminations, dtype=torch.float32, device=self.device)
+        self.pos = (self.pos + len(obs)) % self.capacity
+        self.size = min(self.size + len(obs), self.capacity)
+
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=self.generator)
+        return self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminations[idx]
+
+
+# ALGO LOGIC: the math, as pure functions (tests import these)
+Q_STD_RATE = 0.001  # EMA rate of the running std of Q in the actor-loss weights
+def final_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
+    """The true s' of each sub-env: under SAME_STEP autoreset a finished one already shows its reset obs."""
+    if "_final_obs" not in infos:
+        return next_obs
+    real_next_obs = next_obs.copy()
+    for i in np.flatnonzero(infos["_final_obs"]):
+        real_next_obs[i] = infos["final_obs"][i]
+    return real_next_obs
+
+
+def action_to_env(action: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> np.ndarray:
+    """Map policy actions in [-1, 1]^d linearly onto the env's bounds, per dimension (Humanoid is +-0.4)."""
+    return (low + (action + 1.0) * 0.5 * (high - low)).cpu().numpy()
+
+
+def td_target(rewards, terminations, next_value, gamma: float) -> torch.Tensor:
+    """y = r + gamma (1 - terminated) V(s'): only termination cuts the bootstrap, a time-limit truncation does not."""
+    return rewards + gamma * (1.0 - terminations) * next_value
+
+
+def sample_actions(policy: nn.Module, obs: torch.Tensor, x0: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """K mean-velocity steps z <- z + u(s, z, k/K, (k+1)/K) / K from x0 at t = 0 to t = 1 (NFE = K); K = 1 is the
+    paper's one-step sampler a = x0 + u(s, x0, 0, 1)."""
+    z = x0
+    for k in range(num_steps):
+        t = torch.full(z.shape[:-1], k / num_steps, device=z.device)
+        z = z + policy(obs, z, t, t + 1.0 / num_steps) / num_steps
+    return z
+
+
+def mean_velocity_time_derivative(mean_velocity, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """du/dt = v d_z u + d_t u along the flow through z at time t (r held fixed): the jvp of u(z, t, r) with the
+    tangent (v, 1, 0), in forward mode, so no graph is kept."""
+    _, dudt = torch.func.jvp(mean_velocity, (z, t, r), (v, torch.ones_like(t), torch.zeros_like(r)))
+    return dudt
+
+
+def mean_flow_target(mean_velocity, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """eqs. 5 / 10: u_tgt = v - (t - r) du/dt. The exact mean velocity is its fixed point (Prop. 3)."""
+    return v - (t - r)[..., None] * mean_velocity_time_derivative(mean_velocity, z, t, r, v)
+
+
+def mean_flow_loss(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor, mf_ratio: float) -> torch.Tensor:
+    """eq. 16: mean over the batch of w_b ||u(s, z_t, t, r) - sg(u_tgt)||^2 (mean over dims), with z_t = t a1 + (1 - t) x0,
+    v = a1 - x0, x0 ~ N(0, I), (t, r) ~ U[0, 1] sorted to t <= r, and r = t for a (1 - mf_ratio) share."""
+    batch_size = actions.shape[0]
+    t, r = torch.rand(2, batch_size, device=actions.device).sort(0).values
+    r = torch.where(torch.rand(batch_size, device=actions.device) < mf_ratio, r, t)
+    x0 = torch.randn_like(actions)
+    z_t = t[:, None] * actions + (1 - t[:, None]) * x0
+    with torch.no_grad():
+        u_target = mean_flow_target(lambda z, t, r: policy(obs, z, t, r), z_t, t, r, actions - x0)
+    per_sample = (policy(obs, z_t, t, r) - u_target).pow(2).mean(-1)
+    return (weights * per_sample).mean()
+
+
+def policy_weights(q: torch.Tensor, q_std: torch.Tensor, temperature: torch.Tensor, weighting: str) -> torch.Tensor:
+    """The actor-loss weight w = exp(Q / lambda) (FPMD-R eq. 8, FPMD-M eq. 16) made scale-free and bounded:
+    exp(clip((q - mean q) / q_std, -3, 3) / lambda). The batch mean only rescales all weights: same minimizer."""
+    if weighting == "uniform":
+        return torch.ones_like(q)
+    return torch.exp(((q - q.mean()) / q_std).clamp(-3.0, 3.0) / temperature)
+
+
+def best_of_n(policy, qf1, qf2, obs: torch.Tensor, x0: torch.Tensor, num_steps: int, noise_std: torch.Tensor) -> torch.Tensor:
+    """eq. 18: from the N noises x0[b] of each state b, sample N actions, keep the one of highest min(Q1, Q2),
+    add N(0, noise_std^2) and clip to [-1, 1]. x0 has shape (batch, N, action_dim)."""
+    batch_size, num_particles, action_dim = x0.shape
+    obs_rep = obs.repeat_interleave(num_particles, 0)
+    particles = sample_actions(policy, obs_rep, x0.reshape(-1, action_dim), num_steps)
+    q = torch.min(qf1(obs_rep, particles), qf2(obs_rep, particles)).view(batch_size, num_particles)
+    best = particles.view(batch_size, num_particles, action_dim)[torch.arange(batch_size, device=obs.device), q.argmax(1)]
+    return (best + noise_std * torch.randn_like(best)).clamp(-1.0, 1.0)
+
+
+def noise_schedule_loss(log_alpha: torch.Tensor, action_dim: int, target_entropy_per_dim: float) -> torch.Tensor:
+    """The scheduled variance: -log alpha (H_target - H(N(0, sigma^2 I))), sigma = 0.1 alpha, the entropy taken as a
+    constant. Its gradient step lowers alpha while the noise is wider than the target entropy allows, and stops at
+    sigma = exp(target_entropy_per_dim - 0.5) / sqrt(2 pi)."""
+    sigma = 0.1 * log_alpha.detach().exp()
+    noise_entropy = 0.5 * action_dim * torch.log(2 * math.pi * math.e * sigma**2)
+    return -log_alpha * (target_entropy_per_dim * action_dim - noise_entropy)
+
+
+def policy_lr_at(iteration: int, lr: float, lr_final: float, decay_start: int, decay_end: int) -> float:
+    """Constant lr until decay_start, linear to lr_final at decay_end, constant after."""
+    progress = min(max((iteration - decay_start) / max(decay_end - decay_start, 1), 0.0), 1.0)
+    return lr + progress * (lr_final - lr)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak average theta' <- (1 - tau) theta' + tau theta, one fused op over all parameters."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+@torch.no_grad()
+def evaluate(act, eval_envs, low: torch.Tensor, high: torch.Tensor, device: torch.device, seed: int) -> np.ndarray:
+    """Return of one episode in each eval env, acting with the inference policy `act` (obs -> [-1, 1]^d)."""
+    obs, _ = eval_envs.reset(seed=seed)
+    returns = np.zeros(eval_envs.num_envs)
+    done = np.zeros(eval_envs.num_envs, dtype=bool)
+    while not done.all():
+        action = act(torch.as_tensor(obs, dtype=torch.float32, device=device))
+        obs, rewards, terminations, truncations, _ = eval_envs.step(action_to_env(action, low, high))
+        returns += np.where(done, 0.0, rewards)  # finished envs autoreset and run on: ignore them
+        done |= terminations | truncations
+    return returns
+
+
+def log_losses(writer: SummaryWriter, losses: dict[str, torch.Tensor], global_step: int) -> str | None:
+    """Write the losses (the only host sync of the update path); return the name of a non-finite one."""
+    values = {name: value.item() for name, value in losses.items()}
+    for name, value in values.items():
+        if not math.isfinite(value):
+            return name
+        writer.add_scalar(name, value, global_step)
+    return None
+
+
+def main(args: Args) -> None:
+    problem = find_arg_problem(args)
+    if problem:
+        sys.exit(f"{args.exp_name}: error: {problem}")
+    run_name = args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join("runs", run_name)
+    if os.path.exists(os.path.join(run_dir, "evaluations.csv")):
+        sys.exit(f"{args.exp_name}: error: {run_dir} already holds results; pick another --run-name")
+
+    warnings.filterwarnings("ignore", ".*is out of date", DeprecationWarning)  # the -v4 tasks are the papers' choice
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # env setup
+    envs = make_vector_env(args.env_id, args.seed, args.num_envs, args.capture_video, run_name)
+    problem = find_space_problem(envs, args.env_id)
+    if problem:
+        envs.close()
+        sys.exit(f"{args.exp_name}: error: {problem}")
+    eval_envs = make_vector_env(args.env_id, args.seed + 10_000, args.eval_episodes)
+    obs_dim = envs.single_observation_space.shape[0]
+    action_dim = envs.single_action_space.shape[0]
+    low = torch.as_tensor(envs.single_action_space.low, dtype=torch.float32, device=device)
+    high = torch.as_tensor(envs.single_action_space.high, dtype=torch.float32, device=device)
+
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    eval_file = open(os.path.join(run_dir, "evaluations.csv"), "w", newline="")
+    eval_csv = csv.writer(eval_file)
+    eval_csv.writerow(["global_step", "mean_return", "std_return", "nfe", "wall_time_s"])
+    eval_file.flush()
+
+    # ALGO LOGIC: networks and optimizers
+    policy = MeanVelocityField(obs_dim, action_dim).to(device)
+    ema_policy = copy.deepcopy(policy)  # the EMA ("target") policy acts and is evaluated
+    qf1 = QNetwork(obs_dim, action_dim).to(device)
+    qf2 = QNetwork(obs_dim, action_dim).to(device)
+    qf1_target = copy.deepcopy(qf1)
+    qf2_target = copy.deepcopy(qf2)
+    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr)
+    policy_optimizer = torch.optim.Adam(policy.parameters(), lr=args.policy_lr)
+    log_alpha = torch.tensor(math.log(args.alpha_init), device=device, requires_grad=True)
+    alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr)
+    alpha = log_alpha.exp().detach()  # a tensor, so that reading it never syncs with the device
+    q_std = torch.ones((), device=device)  # running std of the batch Q values, for the actor-loss weights
+    nfe = args.eval_flow_steps
+
+    def particle_noise(batch_size: int) -> torch.Tensor:
+        return torch.randn(batch_size, args.num_particles, action_dim, device=device)
+
+    def inference_policy(obs: torch.Tensor) -> torch.Tensor:
+        x0 = args.eval_prior_scale * torch.randn(obs.shape[0], action_dim, device=device)
+        return sample_actions(ema_policy, obs, x0, args.eval_flow_steps).clamp(-1.0, 1.0)
+
+    rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, device, args.seed)
+
+    # TRY NOT TO MODIFY: start the game
+    start_time = time.time()
+    learning_start_time, learning_start_step = None, 0
+    num_updates, next_eval_step = 0, args.eval_freq
+    last_train_return, last_eval_return = float("nan"), float("nan")
+    losses: dict[str, torch.Tensor] = {}
+    num_iterations = -(-args.total_timesteps // args.num_envs)
+    obs, _ = envs.reset(seed=args.seed)
+    for iteration in range(1, num_iterations + 1):
+        global_step = iteration * args.num_envs
+        # ALGO LOGIC: put action logic here
+        with torch.no_grad():
+            if global_step <= args.learning_starts:
+                actions = torch.rand((args.num_envs, action_dim), device=device) * 2 - 1
+            else:
+                obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                actions = best_of_n(ema_policy, qf1, qf2, obs_t, particle_noise(args.num_envs), args.flow_steps, 0.1 * alpha)
+
+        # TRY NOT TO MODIFY: execute the game and log data.
+        next_obs, rewards, terminations, truncations, infos = envs.step(action_to_env(actions, low, high))
+        if "episode" in infos:
+            for i in np.flatnonzero(infos["_episode"]):
+                last_train_return = float(infos["episode"]["r"][i])
+                writer.add_scalar("charts/episodic_return", last_train_return, global_step)
+                writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
+
+        # TRY NOT TO MODIFY: save data to replay buffer; truncated episodes keep their bootstrap (only `terminations`)
+        rb.add(obs, final_next_obs(next_obs, infos), actions, rewards, terminations)
+        obs = next_obs
+
+        # ALGO LOGIC: training.
+        if global_step > args.learning_starts:
+            if learning_start_time is None:
+                learning_start_time, learning_start_step = time.time(), global_step
+            num_updates += 1
+            b_obs, b_actions, b_rewards, b_next_obs, b_terminations = rb.sample(args.batch_size)
+            with torch.no_grad():  # a': one best-of-N action of the online policy at s', for eq. 17 and the actor loss
+                next_actions = best_of_n(policy, qf1, qf2, b_next_obs, particle_noise(args.batch_size), args.flow_steps, 0.1 * alpha)
+                min_qf_next = torch.min(qf1_target(b_next_obs, next_actions), qf2_target(b_next_obs, next_actions))
+                next_q_value = td_target(args.reward_scale * b_rewards, b_terminations, min_qf_next, args.gamma)  # eq. 17
+
+            qf1_a_values = qf1(b_obs, b_actions)
+            qf2_a_values = qf2(b_obs, b_actions)
+            qf_loss = F.mse_loss(qf1_a_values, next_q_value) + F.mse_loss(qf2_a_values, next_q_value)  # eq. 17
+            q_optimizer.zero_grad()
+            qf_loss.backward()
+            q_optimizer.step()
+            losses.update({"losses/qf_loss": qf_loss.detach() / 2, "losses/qf1_values": qf1_a_values.detach().mean()})
+
+            if num_updates % args.policy_frequency == 0:
+                with torch.no_grad():  # the actor loss at s', with a1 = a' from pi_old and Q of the just-updated critics
+                    q = torch.min(qf1(b_next_obs, next_actions), qf2(b_next_obs, next_actions))
+                    q_std.lerp_(q.std(), Q_STD_RATE)
+                    weights = policy_weights(q, q_std, alpha, args.weighting)
+                for group in policy_optimizer.param_groups:
+                    group["lr"] = policy_lr_at(num_updates, args.policy_lr, args.policy_lr_final, args.lr_decay_start, args.lr_decay_end)
+                policy_loss = mean_flow_loss(policy, b_next_obs, next_actions, weights, args.mf_ratio)  # eq. 16
+                policy_optimizer.zero_grad()
+                policy_loss.backward()
+                policy_optimizer.step()
+                soft_update(qf1_target, qf1, args.tau)
+                soft_update(qf2_target, qf2, args.tau)
+                soft_update(ema_policy, policy, args.tau)
+                losses.update({"losses/policy_loss": policy_loss.detach(), "losses/weight_max": weights.max()})
+
+            if num_updates % args.alpha_update_freq == 0:  # the scheduled exploration variance
+                alpha_loss = noise_schedule_loss(log_alpha, action_dim, args.target_entropy_per_dim)
+                alpha_optimizer.zero_grad()
+                alpha_loss.backward()
+                alpha_optimizer.step()
+                alpha = log_alpha.exp().detach()
+                losses.update({"losses/alpha": alpha, "losses/sigma": 0.1 * alpha})
+
+        evaluating = global_step >= next_eval_step or iteration == num_iterations
+        if losses and (num_updates % 100 == 0 or evaluating):
+            bad_loss = log_losses(writer, losses, global_step)
+            if bad_loss:
+                writer.close()
+                sys.exit(f"{args.exp_name}: error: non-finite {bad_loss} by global_step {global_step}; run stopped")
+            sps = (global_step - learning_start_step) / max(time.time() - learning_start_time, 1e-9)
+            writer.add_scalar("charts/SPS", int(sps), global_step)
+
+        if evaluating:
+            next_eval_step += args.eval_freq
+            returns = evaluate(inference_policy, eval_envs, low, high, device, args.seed + 10_000)
+            last_eval_return, elapsed = float(returns.mean()), time.time() - start_time
+            writer.add_scalar("eval/episodic_return", last_eval_return, global_step)
+            eval_csv.writerow([global_step, last_eval_return, float(returns.std()), nfe, round(elapsed, 2)])
+            eval_file.flush()
+            rate = (global_step - learning_start_step) / (time.time() - (learning_start_time or start_time))
+            eta = (args.total_timesteps - global_step) / max(rate, 1e-9)
+            print(
+                f"global_step {global_step}/{args.total_timesteps} | {rate:.0f} steps/s | ETA {eta / 60:.1f} min"
+                f" | train return {last_train_return:.1f} | eval return {last_eval_return:.1f}",
+                flush=True,
+            )
+
+    if args.save_model:
+        model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
+        networks = {"policy": policy, "ema_policy": ema_policy, "qf1": qf1, "qf2": qf2}
+        networks.update({"qf1_target": qf1_target, "qf2_target": qf2_target})
+        torch.save({"args": asdict(args), **{k: v.state_dict() for k, v in networks.items()}}, model_path)
+        print(f"model saved to {model_path}")
+    eval_file.close()
+    envs.close()
+    eval_envs.close()
+    writer.close()
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
