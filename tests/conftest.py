@@ -26,7 +26,7 @@ TINY_ARGS = {
 ALGOS = [name for name in TINY_ARGS if (ROOT / f"{name}.py").exists()]
 
 # A run that reaches the update code, an evaluation and --save-model within a few hundred env steps.
-SHORT_RUN = ["--total-timesteps", "400", "--learning-starts", "200", "--eval-freq", "200", "--eval-episodes", "2"]
+SHORT_RUN = ["--total-timesteps", "400", "--learning-starts", "300", "--eval-freq", "200", "--eval-episodes", "2"]
 SHORT_RUN += ["--batch-size", "32", "--buffer-size", "1000", "--no-cuda"]
 
 

@@ -46,12 +46,13 @@ def test_finished_results_are_never_overwritten(algo, tmp_path):
     assert (tmp_path / "runs" / "done" / "evaluations.csv").read_text() == before
 
 
-# A critic learning rate that makes its weights overflow within a few updates, so that a loss turns non-finite.
-EXPLODING_LR = {"td3_baseline": ["--learning-rate", "1e30"]}
+# Valid flags that drive a loss non-finite within a few updates: a critic learning rate that overflows the weights,
+# or (MFPO, whose LayerNorms absorb huge weights) a temperature so small that Q / alpha overflows.
+NON_FINITE_FLAGS = {"td3_baseline": ["--learning-rate", "1e30"], "mfpo": ["--alpha-init", "1e-45"]}
 
 
 def test_non_finite_loss_stops_the_run(algo, tmp_path):
-    flags = EXPLODING_LR.get(algo, ["--q-lr", "1e30"])
+    flags = NON_FINITE_FLAGS.get(algo, ["--q-lr", "1e30"])
     result = run_algo(algo, tmp_path, *SHORT_RUN, *TINY_ARGS[algo], "--env-id", "Pendulum-v1", "--run-name", "nan", *flags)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     last_line = result.stderr.strip().splitlines()[-1]

@@ -6,7 +6,8 @@ env steps to first reach a return threshold, final and best eval return, steps/s
 
 Everything after `--` is passed to every run. Runs are named {env}__{algo}__{seed}; a run directory that already
 holds results is reported, not re-run. Each run uses one CPU thread, so `--workers` runs share the machine fairly.
-With --stop-at-threshold a run is ended at its first evaluation that reaches --threshold (what the check measures).
+With --stop-at-threshold a run is ended at its first evaluation that reaches --threshold (what the check measures);
+with --max-minutes every run gets the same wall-clock budget.
 """
 
 import argparse
@@ -23,8 +24,9 @@ from evaluations import last_scalar, read_evaluations  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_one(algo: str, env_id: str, seed: int, out: Path, extra: list[str], stop_at: float | None) -> None:
-    """Train one run unless its results exist; with `stop_at`, end it once an evaluation reaches that return."""
+def run_one(algo: str, env_id: str, seed: int, out: Path, extra: list[str], stop_at: float | None, max_minutes: float | None) -> None:
+    """Train one run unless its results exist; with `stop_at`, end it once an evaluation reaches that return, with
+    `max_minutes` once it has run that long (a wall-clock budget)."""
     run_name = f"{env_id}__{algo}__{seed}"
     run_dir = out / "runs" / run_name
     if read_evaluations(run_dir):
@@ -32,11 +34,13 @@ def run_one(algo: str, env_id: str, seed: int, out: Path, extra: list[str], stop
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = [sys.executable, str(ROOT / f"{algo}.py"), "--env-id", env_id, "--seed", str(seed)]
     command += ["--run-name", run_name, "--no-cuda", *extra]
+    start = time.time()
     with open(out / f"{run_name}.log", "w") as log:
         process = subprocess.Popen(command, cwd=out, stdout=log, stderr=subprocess.STDOUT, env=env)
         while process.poll() is None:
             time.sleep(5)
-            if stop_at is not None and any(row["mean_return"] >= stop_at for row in read_evaluations(run_dir)):
+            reached = stop_at is not None and any(row["mean_return"] >= stop_at for row in read_evaluations(run_dir))
+            if reached or (max_minutes is not None and time.time() - start > 60 * max_minutes):
                 process.terminate()
                 process.wait()
 
@@ -48,6 +52,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--threshold", type=float, default=None, help="report the first env step reaching it")
     parser.add_argument("--stop-at-threshold", action="store_true", help="end each run once it reaches --threshold")
+    parser.add_argument("--max-minutes", type=float, default=None, help="end each run after this wall time")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args, extra = parser.parse_known_args()
@@ -57,7 +62,7 @@ def main() -> None:
     jobs = [(algo, seed) for algo in args.algos for seed in args.seeds]
     stop_at = args.threshold if args.stop_at_threshold else None
     with ThreadPoolExecutor(args.workers) as pool:
-        list(pool.map(lambda job: run_one(job[0], args.env_id, job[1], args.out, extra, stop_at), jobs))
+        list(pool.map(lambda job: run_one(job[0], args.env_id, job[1], args.out, extra, stop_at, args.max_minutes), jobs))
 
     print(f"\n{args.env_id}, flags: {' '.join(extra) or '(defaults)'}\n")
     print("| algo | seed | env steps to return >= threshold | wall time then | last eval return (step) | best eval return | steps/s | wall time |")

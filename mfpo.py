@@ -1,0 +1,642 @@
+"""MFPO: Mean Flow Policy Optimization (Cheng, Zhang, Dong 2026, arXiv 2604.14698).
+
+Maximum-entropy soft policy iteration with a 2-step MeanFlow policy. The policy's mean velocity u(s, x, t, h),
+h = t - r, carries noise at t = 1 to an action at t = 0 in T steps x_r = x_t - h u. An average divergence network
+(ADN) delta(s, x, t, h), a MeanFlow of the velocity's divergence, gives the action log-likelihood along the same
+T steps. The policy regresses onto the Boltzmann target exp(Q / alpha) through an importance-sampled estimate of its
+instantaneous velocity that mixes a policy proposal and a Gaussian proposal by their effective sample sizes.
+
+Time convention (MFPO and MeanFlow): action a at t = 0, noise eps at t = 1, x_t = (1 - t) a + t eps, v = eps - a,
+r <= t. MeanFlow identity: u = v - (t - r) du/dt, du/dt = v d_x u + d_t u along the flow.
+
+Equations implemented (numbers of arXiv 2604.14698; the text lost its formulas, SPEC.md section 5 has them):
+  sampler + log-lik  x_1 ~ N(0, I); per step: logp += h delta(s, x, t, h), x <- x - h u(s, x, t, h)   (eqs. 11, 18)
+  Hutchinson         div v ~ mean_n e_n^T (d v / d x) e_n,  e_n ~ N(0, I)                               (eq. 16)
+  ADN loss           (delta(s, x_t, t, h) - sg(div v - (t - r) d delta/dt))^2,  v = u(s, x_t, t, 0)      (eq. 17)
+  Gaussian proposal  a_j = (x_t - t e_j) / (1 - t), e_j ~ N(0, I) truncated so that a_j in [-1, 1]^d    (eq. 23)
+  SNIS velocity      v_k = sum_i w_i (x_t - a_i) / t,  w = softmax(log-weights),  ESS_k = 1 / sum_i w_i^2 (eqs. 24-26)
+  ESS mixture        v_hat = (ESS_p v_p + ESS_g v_g) / (ESS_p + ESS_g)                                  (eq. 27)
+  actor loss         (u(s, x_t, t, t - r) - sg(v_hat - (t - r) du/dt))^2                                (eq. 28)
+  soft TD target     r + gamma (1 - term) (Z'(s', a') - alpha log pi(a'|s')), C51-projected             (eq. 29)
+  temperature loss   alpha (H - H_target),  H = -mean log pi,  H_target = -0.5 dim(A)                  (eq. 30)
+
+Usage: python mfpo.py --env-id Walker2d-v4 --seed 1
+
+Defaults follow the authors' JAX code ("MFPO"): one env, one update per env step after 10k random steps, all Adam
+learning rates 3e-4, tau 0.005 every step, a 101-atom C51 critic on [-1600, 1600] with clipped double Q (off for
+HalfCheetah in the paper: `--no-use-cdq`), K1 = 16 policy and K2 = 32 Gaussian proposal samples, logit-normal
+(t, r) with r = t for 75 % of the batch, 2 Hutchinson probes, temperature from 0.01, and at inference the best of
+10 two-step candidates under the target critics (NFE = 2 x 10). Update order: critic, actor, ADN, temperature.
+
+Differences from the official implementation:
+  * the ADN's Hutchinson probes and its time / noise draws use independent random numbers (the official code
+    reuses one key for both);
+  * du/dt and d delta/dt come from forward-mode AD under no_grad and the prediction from a plain forward pass
+    (the same gradient as differentiating through the jvp, with less memory);
+  * Gymnasium 1.x MuJoCo v4 envs, PyTorch instead of JAX.
+"""
+
+import copy
+import csv
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (the saved model is runs/{run_name}/{exp_name}.pt)"""
+    seed: int = 1
+    """seed of python, numpy, torch and the envs"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, train on CUDA when it is available (else CPU)"""
+    capture_video: bool = False
+    """whether to record videos of the first training env to videos/{run_name} (needs moviepy and a GL backend)"""
+    save_model: bool = False
+    """whether to save the networks and the arguments to runs/{run_name}/{exp_name}.pt at the end"""
+    run_name: str = ""
+    """name of the run directory under runs/; empty means {env_id}__{exp_name}__{seed}__{unix time}"""
+    env_id: str = "Hopper-v4"
+    """the id of the Gymnasium environment (Box action space)"""
+    total_timesteps: int = 1_000_000
+    """total env steps of the experiment, summed over the vector envs"""
+    num_envs: int = 1
+    """number of parallel training envs; one gradient update per vector step"""
+    buffer_size: int = 1_000_000
+    """the replay memory size, in transitions"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 0.005
+    """target smoothing coefficient of the Polyak averages"""
+    batch_size: int = 256
+    """the batch size of sample from the replay memory"""
+    learning_starts: int = 10_000
+    """env steps of uniform random actions before learning starts"""
+    eval_freq: int = 5_000
+    """evaluate the inference policy every this many env steps (and at the end)"""
+    eval_episodes: int = 10
+    """episodes per evaluation, run in parallel envs seeded from seed + 10_000"""
+
+    # Algorithm specific arguments
+    policy_lr: float = 3e-4
+    """the learning rate of the policy (mean velocity) optimizer"""
+    q_lr: float = 3e-4
+    """the learning rate of the critics' optimizer"""
+    adn_lr: float = 3e-4
+    """the learning rate of the average divergence network's optimizer"""
+    alpha_lr: float = 3e-4
+    """the learning rate of log alpha"""
+    alpha_init: float = 0.01
+    """initial temperature alpha"""
+    target_entropy_per_dim: float = -0.5
+    """the temperature drives the policy entropy toward this times dim(A)"""
+    sampling_steps: int = 2
+    """T, the mean-velocity steps of the sampler (NFE per action, twice that with the log-likelihood)"""
+    num_policy_samples: int = 16
+    """K1, policy-proposal samples per state in the velocity estimate"""
+    num_gaussian_samples: int = 32
+    """K2, Gaussian-proposal samples per state in the velocity estimate"""
+    div_samples: int = 2
+    """Hutchinson probes of the divergence in the ADN target"""
+    mf_flow_ratio: float = 0.75
+    """share of the (t, r) pairs with r = t (plain flow matching); the rest has r < t"""
+    num_atoms: int = 101
+    """atoms of the C51 return distribution"""
+    v_min: float = -1600.0
+    """the lowest atom of the return distribution"""
+    v_max: float = 1600.0
+    """the highest atom of the return distribution"""
+    use_cdq: bool = True
+    """clipped double Q: combine the two critics by min (else by mean)"""
+    num_candidates: int = 10
+    """candidate actions of the inference policy, the best under the target critics is taken"""
+
+
+def find_arg_problem(args: Args) -> str | None:
+    """The first invalid flag, as a one-line message, or None. Runs before any env is made."""
+    positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_freq", "eval_episodes"]
+    positive += ["policy_lr", "q_lr", "adn_lr", "alpha_lr", "alpha_init", "sampling_steps", "num_policy_samples"]
+    positive += ["num_gaussian_samples", "div_samples", "num_candidates"]
+    for name in positive:
+        if not getattr(args, name) > 0:
+            return f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
+    if args.batch_size > args.buffer_size:
+        return f"--batch-size ({args.batch_size}) must not exceed --buffer-size ({args.buffer_size})"
+    if args.learning_starts < 0:
+        return f"--learning-starts must be >= 0, got {args.learning_starts}"
+    if not 0.0 <= args.gamma <= 1.0:
+        return f"--gamma must lie in [0, 1], got {args.gamma}"
+    if not 0.0 < args.tau <= 1.0:
+        return f"--tau must lie in (0, 1], got {args.tau}"
+    if not 0.0 <= args.mf_flow_ratio <= 1.0:
+        return f"--mf-flow-ratio must lie in [0, 1], got {args.mf_flow_ratio}"
+    if args.num_atoms < 2:
+        return f"--num-atoms must be at least 2, got {args.num_atoms}"
+    if not args.v_min < args.v_max:
+        return f"--v-min ({args.v_min}) must be below --v-max ({args.v_max})"
+    try:
+        gym.spec(args.env_id)
+    except gym.error.Error as err:
+        return f"--env-id {args.env_id!r}: {err}"
+    return None
+
+
+def make_env(env_id: str, seed: int, idx: int, capture_video: bool, run_name: str):
+    def thunk():
+        if capture_video and idx == 0:
+            env = gym.make(env_id, render_mode="rgb_array")
+            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+        else:
+            env = gym.make(env_id)
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+
+
+def make_vector_env(env_id: str, seed: int, num_envs: int, capture_video: bool = False, run_name: str = ""):
+    """Gymnasium 1.x vector env whose finished sub-envs reset in the same step (their last obs is `final_obs`)."""
+    envs = gym.vector.SyncVectorEnv(
+        [make_env(env_id, seed + i, i, capture_video, run_name) for i in range(num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+def find_space_problem(envs, env_id: str) -> str | None:
+    """This file handles flat Box observations and Box actions only."""
+    if not isinstance(envs.single_action_space, gym.spaces.Box):
+        return f"--env-id {env_id}: action space {envs.single_action_space} is not a Box; continuous actions only"
+    if not isinstance(envs.single_observation_space, gym.spaces.Box) or len(envs.single_observation_space.shape) != 1:
+        return f"--env-id {env_id}: observation space {envs.single_observation_space} is not a flat Box"
+    return None
+
+
+# ALGO LOGIC: initialize agent here:
+def mlp(in_dim: int, out_dim: int, hidden_dim: int = 256, num_hidden: int = 3) -> nn.Sequential:
+    """num_hidden x (Linear -> LayerNorm -> GELU), then a linear output: the official body of every network."""
+    layers = []
+    for i in range(num_hidden):
+        layers += [nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim, eps=1e-6), nn.GELU()]
+    return nn.Sequential(*layers, nn.Linear(hidden_dim, out_dim))
+
+
+def xavier_init(module: nn.Module) -> nn.Module:
+    """Xavier-uniform weights and zero biases for every Linear layer, as in the official code."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return module
+
+
+class FourierTimeEmbedding(nn.Module):
+    """Learnable Fourier features: f = 2 pi t W^T, W ~ N(0, 0.2^2) of shape (64, 1) and trained,
+    [cos f, sin f] (128) -> Linear 64 -> GELU (tanh approximation) -> Linear 64."""
+
+    def __init__(self, num_frequencies: int = 64, dim: int = 64):
+        super().__init__()
+        self.frequencies = nn.Parameter(0.2 * torch.randn(num_frequencies, 1))
+        self.mlp = nn.Sequential(nn.Linear(2 * num_frequencies, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        angles = 2 * math.pi * t[..., None] * self.frequencies[:, 0]
+        return self.mlp(torch.cat([angles.cos(), angles.sin()], -1))
+
+
+class MeanFlowNetwork(nn.Module):
+    """f(s, x, t, h) conditioned on emb_t(t) + emb_h(h), h = t - r: the policy's mean velocity u (out_dim = d)
+    and the average divergence network delta (out_dim = 1) share this architecture, not their weights."""
+
+    def __init__(self, obs_dim: int, action_dim: int, out_dim: int):
+        super().__init__()
+        self.t_embedding = FourierTimeEmbedding()
+        self.h_embedding = FourierTimeEmbedding()
+        self.net = mlp(action_dim + obs_dim + 64, out_dim)
+        xavier_init(self.net)
+        xavier_init(self.t_embedding.mlp)
+        xavier_init(self.h_embedding.mlp)
+
+    def forward(self, obs: torch.Tensor, x: torch.Tensor, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, obs, self.t_embedding(t) + self.h_embedding(h)], -1))
+
+
+class DistributionalQNetwork(nn.Module):
+    """C51 critic: logits of the return distribution over fixed atoms in [v_min, v_max]."""
+
+    def __init__(self, obs_dim: int, action_dim: int, num_atoms: int):
+        super().__init__()
+        self.net = xavier_init(mlp(obs_dim + action_dim, num_atoms))
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([obs, action], -1))
+
+
+class ReplayBuffer:
+    """Transitions (s, a, r, s', terminated) in tensors preallocated on the training device; a batch is a gather."""
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int, device: torch.device, seed: int):
+        self.capacity, self.size, self.pos, self.device = capacity, 0, 0, device
+        self.obs = torch.zeros((capacity, obs_dim), device=device)
+        self.next_obs = torch.zeros((capacity, obs_dim), device=device)
+        self.actions = torch.zeros((capacity, action_dim), device=device)
+        self.rewards = torch.zeros(capacity, device=device)
+        self.terminations = torch.zeros(capacity, device=device)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def add(self, obs, next_obs, actions: torch.Tensor, rewards, terminations) -> None:
+        """One vector step: numpy arrays from the envs, the policy-space actions already on the device."""
+        idx = (self.pos + torch.arange(len(obs), device=self.device)) % self.capacity
+        self.obs[idx] = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        self.next_obs[idx] = torch.as_tensor(next_obs, dtype=torch.float32, device=self.device)
+        self.actions[idx] = actions
+        self.rewards[idx] = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
+        self.terminations[idx] = torch.as_tensor(terminations, dtype=torch.float32, device=self.device)
+        self.pos = (self.pos + len(obs)) % self.capacity
+        self.size = min(self.size + len(obs), self.capacity)
+
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=self.generator)
+        return self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminations[idx]
+
+
+# ALGO LOGIC: the math, as pure functions (tests import these)
+LOGIT_NORMAL_MEAN, LOGIT_NORMAL_STD = -0.4, 1.0  # (t, r) draws: sigmoid(N(-0.4, 1)), MeanFlow's default
+def final_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
+    """The true s' of each sub-env: under SAME_STEP autoreset a finished one already shows its reset obs."""
+    if "_final_obs" not in infos:
+        return next_obs
+    real_next_obs = next_obs.copy()
+    for i in np.flatnonzero(infos["_final_obs"]):
+        real_next_obs[i] = infos["final_obs"][i]
+    return real_next_obs
+
+
+def action_to_env(action: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> np.ndarray:
+    """Map policy actions in [-1, 1]^d linearly onto the env's bounds, per dimension (Humanoid is +-0.4)."""
+    return (low + (action + 1.0) * 0.5 * (high - low)).cpu().numpy()
+
+
+def td_target(rewards, terminations, next_value, gamma: float) -> torch.Tensor:
+    """y = r + gamma (1 - terminated) V(s'): only termination cuts the bootstrap, a time-limit truncation does not."""
+    return rewards + gamma * (1.0 - terminations) * next_value
+
+
+def sample_with_log_prob(policy, adn, obs: torch.Tensor, noise: torch.Tensor, num_steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """eqs. 11, 18: T mean-velocity steps x <- x - h u(s, x, t, h) from noise at t = 1 to t = 0, h = 1 / T; with an
+    ADN, log pi(a|s) = log N(noise; 0, I) + sum_steps h delta(s, x, t, h), delta taken at the pre-step x.
+    Returns clip(x, -1, 1) (its log-likelihood is not corrected for the clip) and the log-likelihood, or None."""
+    x, step = noise, 1.0 / num_steps
+    log_prob = -0.5 * (noise.pow(2) + math.log(2 * math.pi)).sum(-1) if adn is not None else None
+    for k in range(num_steps):
+        t = torch.full(x.shape[:-1], 1.0 - k * step, device=x.device)
+        h = torch.full_like(t, step)
+        if adn is not None:
+            log_prob = log_prob + step * adn(obs, x, t, h).squeeze(-1)
+        x = x - step * policy(obs, x, t, h)
+    return x.clamp(-1.0, 1.0), log_prob
+
+
+def critic_q(qf1, qf2, obs: torch.Tensor, actions: torch.Tensor, atoms: torch.Tensor, use_cdq: bool) -> torch.Tensor:
+    """Q = sum_i softmax(logits)_i atom_i of each critic, combined by min (clipped double Q) or mean."""
+    q1 = (qf1(obs, actions).softmax(-1) * atoms).sum(-1)
+    q2 = (qf2(obs, actions).softmax(-1) * atoms).sum(-1)
+    return torch.min(q1, q2) if use_cdq else (q1 + q2) / 2
+
+
+def c51_project(probs: torch.Tensor, shifted_atoms: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
+    """Project masses `probs` sitting on `shifted_atoms` (within [v_min, v_max]) onto the fixed `atoms`: each mass
+    is split between its two neighbouring atoms in proportion to closeness (C51), which conserves the mass and the
+    mean."""
+    position = (shifted_atoms - atoms[0]) / (atoms[1] - atoms[0])  # in [0, num_atoms - 1]
+    upper_share = position - position.floor()
+    lower = position.nan_to_num(0.0).floor().clamp(0, len(atoms) - 1).long()  # a NaN must reach the loss, not the index
+    projected = torch.zeros_like(probs).scatter_add_(-1, lower, probs * (1 - upper_share))
+    return projected.scatter_add_(-1, (lower + 1).clamp(max=len(atoms) - 1), probs * upper_share)
+
+
+def soft_td_distribution(target_logits: list[torch.Tensor], rewards, terminations, next_log_probs, alpha, gamma: float,
+                         atoms: torch.Tensor, use_cdq: bool) -> torch.Tensor:
+    """eq. 29 on C51: atoms shifted to r + gamma (1 - term) (z - alpha log pi(a'|s')), clipped, and each target
+    critic's distribution projected onto the atoms; CDQ keeps, per sample, the projection of smaller mean."""
+    next_values = atoms - alpha * next_log_probs[:, None]
+    shifted = td_target(rewards[:, None], terminations[:, None], next_values, gamma).clamp(atoms[0], atoms[-1])
+    projected = [c51_project(logits.softmax(-1), shifted, atoms) for logits in target_logits]
+    if not use_cdq:
+        return (projected[0] + projected[1]) / 2
+    first_is_lower = ((projected[0] * atoms).sum(-1) <= (projected[1] * atoms).sum(-1))[:, None]
+    return torch.where(first_is_lower, projected[0], projected[1])
+
+
+def sample_time_pairs(batch_size: int, flow_ratio: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t, r) with t >= r: the max and the min of two logit-normal draws sigmoid(N(-0.4, 1)); r = t for a
+    `flow_ratio` share of the batch."""
+    draws = torch.sigmoid(LOGIT_NORMAL_MEAN + LOGIT_NORMAL_STD * torch.randn(2, batch_size, device=device))
+    t, r = draws.max(0).values, draws.min(0).values
+    return t, torch.where(torch.rand(batch_size, device=device) < flow_ratio, t, r)
+
+
+def gaussian_proposal(x_t: torch.Tensor, t: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """eq. 23: a = (x_t - t e) / (1 - t), the Gaussian factor N(x_t; (1 - t) a, t^2 I) of p(a | x_t) read as a
+    density over a, with e ~ N(0, I) truncated (inverse-CDF sampling) so that a lies in [-1, 1]^d; where the
+    normal CDF saturates, e falls back to a standard normal draw clipped to the interval. x_t: (B, d) -> (B, K2, d)."""
+    x, t = x_t[:, None, :], t[:, None, None]
+    e_low, e_high = (x - (1 - t)) / t, (x + (1 - t)) / t  # a <= 1 and a >= -1
+    cdf_low, cdf_high = torch.special.ndtr(e_low), torch.special.ndtr(e_high)
+    uniform = torch.rand(x_t.shape[0], num_samples, x_t.shape[1], device=x_t.device)
+    e = torch.special.ndtri(cdf_low + uniform * (cdf_high - cdf_low))
+    e = torch.where(torch.isfinite(e), e, torch.maximum(torch.minimum(torch.randn_like(e), e_high), e_low))
+    return (x - t * e) / (1 - t)
+
+
+def snis_velocity(x_t: torch.Tensor, t: torch.Tensor, actions: torch.Tensor, log_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """eqs. 24-26: the self-normalized importance-sampling estimate sum_i w_i (x_t - a_i) / t of E[eps - a | x_t]
+    from K proposals a_i (B, K, d), and its effective sample size 1 / sum_i w_i^2."""
+    weights = log_weights.softmax(-1)
+    velocity = (weights[..., None] * (x_t[:, None, :] - actions)).sum(1) / t[:, None]
+    return velocity, 1.0 / weights.pow(2).sum(-1)
+
+
+def ess_weighted_velocity(x_t, t, policy_actions, policy_log_probs, policy_q, gaussian_actions, gaussian_q, alpha) -> torch.Tensor:
+    """eq. 27: the two SNIS estimates of the instantaneous velocity of the Boltzmann target pi* ~ exp(Q / alpha),
+    mixed by their ESS. Log-weights: policy proposal Q / alpha + log N(x_t; (1 - t) a, t^2) - log pi(a),
+    Gaussian proposal Q / alpha (its density is the Gaussian factor itself)."""
+    gaussian_log_lik = -(x_t[:, None, :] - (1 - t[:, None, None]) * policy_actions).pow(2).sum(-1) / (2 * t[:, None] ** 2)
+    v_policy, ess_policy = snis_velocity(x_t, t, policy_actions, policy_q / alpha + gaussian_log_lik - policy_log_probs)
+    v_gaussian, ess_gaussian = snis_velocity(x_t, t, gaussian_actions, gaussian_q / alpha)
+    return (ess_policy[:, None] * v_policy + ess_gaussian[:, None] * v_gaussian) / (ess_policy + ess_gaussian)[:, None]
+
+
+def time_derivative(fn, x: torch.Tensor, t: torch.Tensor, r: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
+    """df/dt = velocity d_x f + d_t f along the flow (r held fixed): the jvp of f(x, t, r) with tangent (velocity, 1, 0),
+    in forward mode. MeanFlow targets are value - (t - r) df/dt (eqs. 17, 28)."""
+    return torch.func.jvp(fn, (x, t, r), (velocity, torch.ones_like(t), torch.zeros_like(r)))[1]
+
+
+def hutchinson_divergence(fn, x: torch.Tensor, num_probes: int) -> torch.Tensor:
+    """eq. 16: div f(x) ~ mean_n e_n^T (df/dx) e_n with e_n ~ N(0, I), each J e_n a forward-mode jvp."""
+    estimates = []
+    for _ in range(num_probes):
+        probe = torch.randn_like(x)
+        estimates.append((probe * torch.func.jvp(fn, (x,), (probe,))[1]).sum(-1))
+    return torch.stack(estimates).mean(0)
+
+
+def actor_loss_fn(policy, obs: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, r: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
+    """eq. 28: mean ||u(s, x_t, t, t - r) - sg(v_hat - (t - r) du/dt)||^2, v_hat the estimated velocity at x_t."""
+    with torch.no_grad():
+        dudt = time_derivative(lambda x, t, r: policy(obs, x, t, t - r), x_t, t, r, velocity)
+        target = velocity - (t - r).clamp(0.0, 1.0)[:, None] * dudt
+    return (policy(obs, x_t, t, t - r) - target).pow(2).mean()
+
+
+def adn_loss_fn(adn, policy, obs: torch.Tensor, actions: torch.Tensor, t: torch.Tensor, r: torch.Tensor, num_probes: int) -> torch.Tensor:
+    """eq. 17: regress delta(s, x_t, t, t - r) onto div v - (t - r) d delta/dt at x_t = (1 - t) a + t eps, where
+    v = u(s, ., t, 0) is the policy's instantaneous velocity and div v its Hutchinson estimate (eq. 16)."""
+    x_t = (1 - t[:, None]) * actions + t[:, None] * torch.randn_like(actions)
+    with torch.no_grad():
+        instantaneous = lambda x: policy(obs, x, t, torch.zeros_like(t))
+        d_delta_dt = time_derivative(lambda x, t, r: adn(obs, x, t, t - r).squeeze(-1), x_t, t, r, instantaneous(x_t))
+        target = hutchinson_divergence(instantaneous, x_t, num_probes) - (t - r).clamp(0.0, 1.0) * d_delta_dt
+    return F.mse_loss(adn(obs, x_t, t, t - r).squeeze(-1), target)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak average theta' <- (1 - tau) theta' + tau theta, one fused op over all parameters."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+@torch.no_grad()
+def evaluate(act, eval_envs, low: torch.Tensor, high: torch.Tensor, device: torch.device, seed: int) -> np.ndarray:
+    """Return of one episode in each eval env, acting with the inference policy `act` (obs -> [-1, 1]^d)."""
+    obs, _ = eval_envs.reset(seed=seed)
+    returns = np.zeros(eval_envs.num_envs)
+    done = np.zeros(eval_envs.num_envs, dtype=bool)
+    while not done.all():
+        action = act(torch.as_tensor(obs, dtype=torch.float32, device=device))
+        obs, rewards, terminations, truncations, _ = eval_envs.step(action_to_env(action, low, high))
+        returns += np.where(done, 0.0, rewards)  # finished envs autoreset and run on: ignore them
+        done |= terminations | truncations
+    return returns
+
+
+def log_losses(writer: SummaryWriter, losses: dict[str, torch.Tensor], global_step: int) -> str | None:
+    """Write the losses (the only host sync of the update path); return the name of a non-finite one."""
+    values = {name: value.item() for name, value in losses.items()}
+    for name, value in values.items():
+        if not math.isfinite(value):
+            return name
+        writer.add_scalar(name, value, global_step)
+    return None
+
+
+def main(args: Args) -> None:
+    problem = find_arg_problem(args)
+    if problem:
+        sys.exit(f"{args.exp_name}: error: {problem}")
+    run_name = args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join("runs", run_name)
+    if os.path.exists(os.path.join(run_dir, "evaluations.csv")):
+        sys.exit(f"{args.exp_name}: error: {run_dir} already holds results; pick another --run-name")
+
+    warnings.filterwarnings("ignore", ".*is out of date", DeprecationWarning)  # the -v4 tasks are the papers' choice
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # env setup
+    envs = make_vector_env(args.env_id, args.seed, args.num_envs, args.capture_video, run_name)
+    problem = find_space_problem(envs, args.env_id)
+    if problem:
+        envs.close()
+        sys.exit(f"{args.exp_name}: error: {problem}")
+    eval_envs = make_vector_env(args.env_id, args.seed + 10_000, args.eval_episodes)
+    obs_dim = envs.single_observation_space.shape[0]
+    action_dim = envs.single_action_space.shape[0]
+    low = torch.as_tensor(envs.single_action_space.low, dtype=torch.float32, device=device)
+    high = torch.as_tensor(envs.single_action_space.high, dtype=torch.float32, device=device)
+
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    eval_file = open(os.path.join(run_dir, "evaluations.csv"), "w", newline="")
+    eval_csv = csv.writer(eval_file)
+    eval_csv.writerow(["global_step", "mean_return", "std_return", "nfe", "wall_time_s"])
+    eval_file.flush()
+
+    # ALGO LOGIC: networks and optimizers
+    policy = MeanFlowNetwork(obs_dim, action_dim, out_dim=action_dim).to(device)
+    adn = MeanFlowNetwork(obs_dim, action_dim, out_dim=1).to(device)  # the average divergence network
+    qf1 = DistributionalQNetwork(obs_dim, action_dim, args.num_atoms).to(device)
+    qf2 = DistributionalQNetwork(obs_dim, action_dim, args.num_atoms).to(device)
+    qf1_target = copy.deepcopy(qf1)
+    qf2_target = copy.deepcopy(qf2)
+    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr)
+    policy_optimizer = torch.optim.Adam(policy.parameters(), lr=args.policy_lr)
+    adn_optimizer = torch.optim.Adam(adn.parameters(), lr=args.adn_lr)
+    log_alpha = torch.tensor(math.log(args.alpha_init), device=device, requires_grad=True)
+    alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr)
+    alpha = log_alpha.exp().detach()  # a tensor, so that reading it never syncs with the device
+    target_entropy = args.target_entropy_per_dim * action_dim
+    atoms = torch.linspace(args.v_min, args.v_max, args.num_atoms, device=device)
+    nfe = args.sampling_steps * args.num_candidates
+
+    def inference_policy(obs: torch.Tensor) -> torch.Tensor:
+        """The best of --num-candidates samples under the target critics."""
+        obs_rep = obs.repeat_interleave(args.num_candidates, 0)
+        candidates, _ = sample_with_log_prob(policy, None, obs_rep, torch.randn(len(obs_rep), action_dim, device=device), args.sampling_steps)
+        q = critic_q(qf1_target, qf2_target, obs_rep, candidates, atoms, args.use_cdq).view(-1, args.num_candidates)
+        return candidates.view(-1, args.num_candidates, action_dim)[torch.arange(len(obs), device=device), q.argmax(1)]
+
+    rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, device, args.seed)
+
+    # TRY NOT TO MODIFY: start the game
+    start_time = time.time()
+    learning_start_time, learning_start_step = None, 0
+    num_updates, next_eval_step = 0, args.eval_freq
+    last_train_return, last_eval_return = float("nan"), float("nan")
+    losses: dict[str, torch.Tensor] = {}
+    num_iterations = -(-args.total_timesteps // args.num_envs)
+    obs, _ = envs.reset(seed=args.seed)
+    for iteration in range(1, num_iterations + 1):
+        global_step = iteration * args.num_envs
+        # ALGO LOGIC: put action logic here
+        with torch.no_grad():
+            if global_step <= args.learning_starts:
+                actions = torch.rand((args.num_envs, action_dim), device=device) * 2 - 1
+            else:
+                obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                actions, _ = sample_with_log_prob(policy, None, obs_t, torch.randn(args.num_envs, action_dim, device=device), args.sampling_steps)
+
+        # TRY NOT TO MODIFY: execute the game and log data.
+        next_obs, rewards, terminations, truncations, infos = envs.step(action_to_env(actions, low, high))
+        if "episode" in infos:
+            for i in np.flatnonzero(infos["_episode"]):
+                last_train_return = float(infos["episode"]["r"][i])
+                writer.add_scalar("charts/episodic_return", last_train_return, global_step)
+                writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
+
+        # TRY NOT TO MODIFY: save data to replay buffer; truncated episodes keep their bootstrap (only `terminations`)
+        rb.add(obs, final_next_obs(next_obs, infos), actions, rewards, terminations)
+        obs = next_obs
+
+        # ALGO LOGIC: training.
+        if global_step > args.learning_starts:
+            if learning_start_time is None:
+                learning_start_time, learning_start_step = time.time(), global_step
+            num_updates += 1
+            b_obs, b_actions, b_rewards, b_next_obs, b_terminations = rb.sample(args.batch_size)
+            batch_size = args.batch_size
+            # critic: soft TD target on the C51 atoms (eq. 29)
+            with torch.no_grad():
+                next_noise = torch.randn(batch_size, action_dim, device=device)
+                next_actions, next_log_probs = sample_with_log_prob(policy, adn, b_next_obs, next_noise, args.sampling_steps)
+                target_logits = [qf1_target(b_next_obs, next_actions), qf2_target(b_next_obs, next_actions)]
+                target_probs = soft_td_distribution(target_logits, b_rewards, b_terminations, next_log_probs, alpha, args.gamma, atoms, args.use_cdq)
+            qf1_logits, qf2_logits = qf1(b_obs, b_actions), qf2(b_obs, b_actions)
+            qf_loss = -(target_probs * (qf1_logits.log_softmax(-1) + qf2_logits.log_softmax(-1))).sum(-1).mean()
+            q_optimizer.zero_grad()
+            qf_loss.backward()
+            q_optimizer.step()
+
+            # actor: regress u onto the ESS-weighted velocity estimate of the Boltzmann target (eqs. 23-28)
+            t, r = sample_time_pairs(batch_size, args.mf_flow_ratio, device)
+            with torch.no_grad():
+                obs_rep = b_obs.repeat_interleave(args.num_policy_samples, 0)
+                policy_actions, policy_log_probs = sample_with_log_prob(
+                    policy, adn, obs_rep, torch.randn(len(obs_rep), action_dim, device=device), args.sampling_steps
+                )
+                policy_actions = policy_actions.view(batch_size, args.num_policy_samples, action_dim)
+                policy_log_probs = policy_log_probs.view(batch_size, args.num_policy_samples)
+                x_t = (1 - t[:, None]) * policy_actions[:, 0] + t[:, None] * torch.randn(batch_size, action_dim, device=device)
+                gaussian_actions = gaussian_proposal(x_t, t, args.num_gaussian_samples)
+                policy_q = critic_q(qf1, qf2, obs_rep, policy_actions.view(-1, action_dim), atoms, args.use_cdq)
+                obs_rep_gaussian = b_obs.repeat_interleave(args.num_gaussian_samples, 0)
+                gaussian_q = critic_q(qf1, qf2, obs_rep_gaussian, gaussian_actions.view(-1, action_dim), atoms, args.use_cdq)
+                velocity = ess_weighted_velocity(
+                    x_t, t, policy_actions, policy_log_probs, policy_q.view(batch_size, -1),
+                    gaussian_actions, gaussian_q.view(batch_size, -1), alpha,
+                )
+            policy_loss = actor_loss_fn(policy, b_obs, x_t, t, r, velocity)  # eq. 28
+            policy_optimizer.zero_grad()
+            policy_loss.backward()
+            policy_optimizer.step()
+
+            # ADN: the average divergence of the updated policy's flow (eqs. 16-17), fresh (t, r) and noise
+            t_adn, r_adn = sample_time_pairs(batch_size, args.mf_flow_ratio, device)
+            adn_loss = adn_loss_fn(adn, policy, b_obs, policy_actions[:, 0], t_adn, r_adn, args.div_samples)
+            adn_optimizer.zero_grad()
+            adn_loss.backward()
+            adn_optimizer.step()
+
+            # temperature (eq. 30), the entropy estimated on the policy-proposal samples
+            entropy = -policy_log_probs.mean()
+            alpha_loss = log_alpha.exp() * (entropy - target_entropy)
+            alpha_optimizer.zero_grad()
+            alpha_loss.backward()
+            alpha_optimizer.step()
+            alpha = log_alpha.exp().detach()
+
+            soft_update(qf1_target, qf1, args.tau)
+            soft_update(qf2_target, qf2, args.tau)
+            losses.update({"losses/qf_loss": qf_loss.detach() / 2, "losses/policy_loss": policy_loss.detach()})
+            losses.update({"losses/adn_loss": adn_loss.detach(), "losses/alpha": alpha, "losses/entropy": entropy})
+
+        evaluating = global_step >= next_eval_step or iteration == num_iterations
+        if losses and (num_updates % 100 == 0 or evaluating):
+            bad_loss = log_losses(writer, losses, global_step)
+            if bad_loss:
+                writer.close()
+                sys.exit(f"{args.exp_name}: error: non-finite {bad_loss} by global_step {global_step}; run stopped")
+            sps = (global_step - learning_start_step) / max(time.time() - learning_start_time, 1e-9)
+            writer.add_scalar("charts/SPS", int(sps), global_step)
+
+        if evaluating:
+            next_eval_step += args.eval_freq
+            returns = evaluate(inference_policy, eval_envs, low, high, device, args.seed + 10_000)
+            last_eval_return, elapsed = float(returns.mean()), time.time() - start_time
+            writer.add_scalar("eval/episodic_return", last_eval_return, global_step)
+            eval_csv.writerow([global_step, last_eval_return, float(returns.std()), nfe, round(elapsed, 2)])
+            eval_file.flush()
+            rate = (global_step - learning_start_step) / (time.time() - (learning_start_time or start_time))
+            eta = (args.total_timesteps - global_step) / max(rate, 1e-9)
+            print(
+                f"global_step {global_step}/{args.total_timesteps} | {rate:.0f} steps/s | ETA {eta / 60:.1f} min"
+                f" | train return {last_train_return:.1f} | eval return {last_eval_return:.1f}",
+                flush=True,
+            )
+
+    if args.save_model:
+        model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
+        networks = {"policy": policy, "adn": adn, "qf1": qf1, "qf2": qf2}
+        networks.update({"qf1_target": qf1_target, "qf2_target": qf2_target})
+        torch.save({"args": asdict(args), **{k: v.state_dict() for k, v in networks.items()}}, model_path)
+        print(f"model saved to {model_path}")
+    eval_file.close()
+    envs.close()
+    eval_envs.close()
+    writer.close()
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

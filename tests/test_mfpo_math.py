@@ -1,0 +1,156 @@
+"""MFPO's math against closed forms: C51 projection, the ADN log-likelihood of an exact Gaussian flow, the
+ESS-weighted velocity estimate of a Gaussian Boltzmann target, Hutchinson's estimator, the (t, r) draws and the
+truncated Gaussian proposal."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+from conftest import ROOT, load_algo
+
+pytestmark = pytest.mark.skipif(not (ROOT / "mfpo.py").exists(), reason="mfpo.py not present")
+
+
+def test_c51_projection_conserves_mass_and_shifts_the_mean_exactly():
+    mfpo = load_algo("mfpo")
+    torch.manual_seed(0)
+    atoms = torch.linspace(-1600, 1600, 101)
+    inner = torch.zeros(8, 101)
+    inner[:, 40:61] = torch.randn(8, 21)  # mass on [-320, 320]: after the shift it stays inside the support
+    logits = [inner.masked_fill(inner == 0, -1e9), (inner + torch.randn(8, 101)).masked_fill(inner == 0, -1e9)]
+    rewards, terminations = torch.full((8,), 3.7), torch.tensor([0.0] * 7 + [1.0])
+    log_probs, alpha, gamma = torch.randn(8), torch.tensor(0.2), 0.99
+    for use_cdq in (True, False):
+        projected = mfpo.soft_td_distribution(logits, rewards, terminations, log_probs, alpha, gamma, atoms, use_cdq)
+        assert torch.allclose(projected.sum(-1), torch.ones(8), atol=1e-6)
+        means = [(logit.softmax(-1) * atoms).sum(-1) for logit in logits]
+        next_mean = torch.min(*means) if use_cdq else (means[0] + means[1]) / 2
+        expected = rewards + gamma * (1 - terminations) * (next_mean - alpha * log_probs)
+        assert torch.allclose((projected * atoms).sum(-1), expected, atol=1e-3)
+    clipped = mfpo.c51_project(torch.full((1, 101), 1 / 101), (atoms * 3).clamp(-1600, 1600)[None], atoms)
+    assert clipped.sum().item() == pytest.approx(1.0, abs=1e-6) and clipped[0, 0] > 0.3  # clipping keeps the mass
+
+
+MU, SIGMA = torch.tensor([0.1, -0.1]), torch.tensor([0.5, 0.35])  # the policy's actions: N(MU, SIGMA^2)
+
+
+def path_std(t):
+    """x_t = (1 - t) a + t eps with a ~ N(MU, SIGMA^2): std s_t = sqrt((1 - t)^2 sigma^2 + t^2)."""
+    return torch.sqrt((1 - t[:, None]) ** 2 * SIGMA**2 + t[:, None] ** 2)
+
+
+class ExactGaussianFlow(nn.Module):
+    """The exact mean velocity u(x, t, h) of that interpolation, affine in x: x_r = (1 - r) mu + s_r (x - (1 - t) mu) / s_t,
+    u = (x - x_r) / h; at h = 0 the instantaneous velocity -mu + (d s_t / dt) / s_t (x - (1 - t) mu)."""
+
+    def forward(self, obs, x, t, h):
+        r = t - h
+        centred = x - (1 - t[:, None]) * MU
+        x_r = (1 - r[:, None]) * MU + path_std(r) * centred / path_std(t)
+        ds_dt = (t[:, None] - (1 - t[:, None]) * SIGMA**2) / path_std(t)
+        instantaneous = -MU + ds_dt / path_std(t) * centred
+        safe_h = torch.where(h > 1e-6, h, torch.ones_like(h))[:, None]
+        return torch.where(h[:, None] > 1e-6, (x - x_r) / safe_h, instantaneous)
+
+
+class SmallADN(nn.Module):
+    def __init__(self, width: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(5, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 1))
+
+    def forward(self, obs, x, t, h):
+        return self.net(torch.cat([obs, x, t[:, None], h[:, None]], -1))
+
+
+def test_adn_log_likelihood_of_an_exact_gaussian_flow_matches_the_gaussian_density():
+    mfpo = load_algo("mfpo")
+    torch.manual_seed(0)
+    policy, adn = ExactGaussianFlow(), SmallADN()
+    optimizer = torch.optim.Adam(adn.parameters(), lr=1e-3)
+    obs = torch.zeros(512, 1)
+    for _ in range(2000):
+        t, r = mfpo.sample_time_pairs(512, 0.75, torch.device("cpu"))
+        actions = MU + SIGMA * torch.randn(512, 2)
+        loss = mfpo.adn_loss_fn(adn, policy, obs, actions, t, r, num_probes=2)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    noise = torch.randn(4096, 2)
+    with torch.no_grad():
+        actions, log_probs = mfpo.sample_with_log_prob(policy, adn, torch.zeros(4096, 1), noise, 2)
+    inside = (actions.abs() < 0.95).all(-1)  # the sampler clips to [-1, 1] without correcting the density
+    assert torch.allclose(actions[inside].mean(0), MU, atol=0.03)
+    exact = torch.distributions.Normal(MU, SIGMA).log_prob(actions).sum(-1)
+    error = (log_probs - exact)[inside].abs().mean().item()
+    adn_share = (log_probs - torch.distributions.Normal(0.0, 1.0).log_prob(noise).sum(-1)).abs().mean().item()
+    assert adn_share > 1.0  # the divergence integral matters here (~1.7 nats) ...
+    assert error < 0.3  # ... and the ADN gets it right up to the noise of its brief, Hutchinson-fed training
+
+
+def boltzmann_velocity_estimates(mfpo, x_t, t, repeats, num_policy_samples=16, num_gaussian_samples=32):
+    """Many independent estimates at one (x_t, t) of the velocity of pi* = N(c, kappa^2 I) = exp(Q / alpha) / Z."""
+    center, kappa, alpha = torch.tensor([0.1, -0.2]), 0.15, 0.5
+    q = lambda a: -alpha * (a - center).pow(2).sum(-1) / (2 * kappa**2)
+    policy = torch.distributions.Normal(torch.zeros(2), 0.3 * torch.ones(2))  # a proposal policy, not pi*
+    x, tt = x_t.expand(repeats, 2), torch.full((repeats,), t)
+    policy_actions = policy.sample((repeats, num_policy_samples))
+    policy_log_probs = policy.log_prob(policy_actions).sum(-1)
+    gaussian_actions = mfpo.gaussian_proposal(x, tt, num_gaussian_samples)
+    combined = mfpo.ess_weighted_velocity(x, tt, policy_actions, policy_log_probs, q(policy_actions), gaussian_actions, q(gaussian_actions), alpha)
+    gaussian_log_lik = -(x[:, None] - (1 - t) * policy_actions).pow(2).sum(-1) / (2 * t**2)
+    policy_only, _ = mfpo.snis_velocity(x, tt, policy_actions, q(policy_actions) / alpha + gaussian_log_lik - policy_log_probs)
+    gaussian_only, _ = mfpo.snis_velocity(x, tt, gaussian_actions, q(gaussian_actions) / alpha)
+    # exact: a | x_t ~ N(m, 1 / precision), precision = 1 / kappa^2 + (1 - t)^2 / t^2
+    precision = 1 / kappa**2 + (1 - t) ** 2 / t**2
+    posterior_mean = (center / kappa**2 + (1 - t) * x_t / t**2) / precision
+    return combined, policy_only, gaussian_only, (x_t - posterior_mean) / t
+
+
+@pytest.mark.parametrize("t", [0.1, 0.5, 0.9])
+def test_ess_weighted_velocity_is_the_exact_boltzmann_velocity_with_less_variance(t):
+    mfpo = load_algo("mfpo")
+    torch.manual_seed(1)
+    x_t = torch.tensor([0.05, -0.1])
+    combined, policy_only, gaussian_only, exact = boltzmann_velocity_estimates(mfpo, x_t, t, repeats=20_000)
+    standard_error = combined.std(0) / math.sqrt(len(combined))
+    snis_bias = 0.02  # self-normalized importance sampling is biased by O(1 / K) at K = 16 and 32 samples
+    assert ((combined.mean(0) - exact).abs() < 4 * standard_error + snis_bias).all(), (combined.mean(0), exact)
+    variance = lambda estimates: estimates.var(0).sum().item()
+    assert variance(combined) < variance(policy_only) and variance(combined) < variance(gaussian_only)
+
+
+def test_hutchinson_divergence_is_unbiased():
+    mfpo = load_algo("mfpo")
+    torch.manual_seed(2)
+    layer1, layer2 = nn.Linear(5, 32), nn.Linear(32, 5)
+    fn = lambda x: layer2(torch.tanh(layer1(x)))
+    x = torch.randn(1, 5)
+    exact_trace = torch.autograd.functional.jacobian(lambda v: fn(v[None])[0], x[0]).trace().item()
+    with torch.no_grad():
+        single_probe = mfpo.hutchinson_divergence(fn, x.repeat(100_000, 1), num_probes=1)
+    assert single_probe.mean().item() == pytest.approx(exact_trace, abs=4 * single_probe.std().item() / math.sqrt(100_000))
+    assert single_probe.std().item() > 0.01  # a real random estimate, not the trace itself
+
+
+@pytest.mark.parametrize("flow_ratio", [0.75, 0.2])
+def test_time_pairs_are_ordered_with_the_configured_share_of_r_equal_t(flow_ratio):
+    mfpo = load_algo("mfpo")
+    torch.manual_seed(3)
+    t, r = mfpo.sample_time_pairs(200_000, flow_ratio, torch.device("cpu"))
+    assert (t >= r).all() and (t < 1).all() and (r > 0).all()
+    assert (t == r).float().mean().item() == pytest.approx(flow_ratio, abs=0.005)
+    # each draw is sigmoid(N(-0.4, 1)): its median is sigmoid(-0.4), so r < sigmoid(-0.4) < t for 3/4 of the r < t pairs
+    split = (t != r) & (r < torch.sigmoid(torch.tensor(-0.4))) & (t > torch.sigmoid(torch.tensor(-0.4)))
+    assert split.float().sum().item() / (t != r).float().sum().item() == pytest.approx(0.5, abs=0.01)
+
+
+def test_gaussian_proposal_is_the_truncated_gaussian_factor():
+    mfpo = load_algo("mfpo")
+    torch.manual_seed(4)
+    x_t, t = torch.tensor([[0.05, 0.9]]), torch.tensor([0.1])  # in dim 0 the truncation is far, in dim 1 it binds
+    actions = mfpo.gaussian_proposal(x_t, t, 100_000)[0]
+    assert actions.abs().max() <= 1.0 + 1e-5
+    assert actions[:, 0].mean().item() == pytest.approx(0.05 / 0.9, abs=0.002)  # N(x_t / (1 - t), (t / (1 - t))^2)
+    assert actions[:, 0].std().item() == pytest.approx(0.1 / 0.9, rel=0.01)
+    assert actions[:, 1].max().item() > 0.99 and actions[:, 1].min().item() > 0.3  # mean 1, std 0.11, cut at 1
