@@ -221,6 +221,25 @@ class VelocityField(nn.Module):
         return self.net(torch.cat([obs, x, self.time_embedding(t)], -1))
 
 
+def make_networks(obs_dim: int, action_dim: int, action_scale: torch.Tensor, args: Args) -> dict[str, nn.Module]:
+    """Every network of the agent, targets included; the keys name them in the saved model."""
+    policy, qf1, qf2 = VelocityField(obs_dim, action_dim), QNetwork(obs_dim, action_dim), QNetwork(obs_dim, action_dim)
+    targets = {"ema_policy": copy.deepcopy(policy), "qf1_target": copy.deepcopy(qf1), "qf2_target": copy.deepcopy(qf2)}
+    return {"policy": policy, "qf1": qf1, "qf2": qf2, **targets}
+
+
+def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):
+    """The evaluation policy obs -> action in [-1, 1]^d: --eval-flow-steps steps of the EMA policy from
+    x0 ~ N(0, eval_prior_scale^2 I), no particles, no noise; and its network evaluations per action (NFE)."""
+    ema_policy = networks["ema_policy"]
+
+    def inference_policy(obs: torch.Tensor) -> torch.Tensor:
+        x0 = args.eval_prior_scale * torch.randn(obs.shape[0], action_dim, device=obs.device)
+        return sample_actions(ema_policy, obs, x0, args.eval_flow_steps).clamp(-1.0, 1.0)
+
+    return inference_policy, args.eval_flow_steps
+
+
 class ReplayBuffer:
     """Transitions (s, a, r, s', terminated) in tensors preallocated on the training device; a batch is a gather."""
 
@@ -391,26 +410,19 @@ def main(args: Args) -> None:
     eval_file.flush()
 
     # ALGO LOGIC: networks and optimizers
-    policy = VelocityField(obs_dim, action_dim).to(device)
-    ema_policy = copy.deepcopy(policy)  # the EMA ("target") policy acts and is evaluated
-    qf1 = QNetwork(obs_dim, action_dim).to(device)
-    qf2 = QNetwork(obs_dim, action_dim).to(device)
-    qf1_target = copy.deepcopy(qf1)
-    qf2_target = copy.deepcopy(qf2)
+    networks = {name: net.to(device) for name, net in make_networks(obs_dim, action_dim, (high - low) / 2, args).items()}
+    policy, ema_policy, qf1, qf2 = (networks[k] for k in ("policy", "ema_policy", "qf1", "qf2"))  # the EMA policy acts
+    qf1_target, qf2_target = networks["qf1_target"], networks["qf2_target"]
     q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr)
     policy_optimizer = torch.optim.Adam(policy.parameters(), lr=args.policy_lr)
     log_alpha = torch.tensor(math.log(args.alpha_init), device=device, requires_grad=True)
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr)
     alpha = log_alpha.exp().detach()  # a tensor, so that reading it never syncs with the device
     q_std = torch.ones((), device=device)  # running std of the batch Q values, for the actor-loss weights
-    nfe = args.eval_flow_steps
+    inference_policy, nfe = make_inference_policy(networks, action_dim, args)
 
     def particle_noise(batch_size: int) -> torch.Tensor:
         return torch.randn(batch_size, args.num_particles, action_dim, device=device)
-
-    def inference_policy(obs: torch.Tensor) -> torch.Tensor:
-        x0 = args.eval_prior_scale * torch.randn(obs.shape[0], action_dim, device=device)
-        return sample_actions(ema_policy, obs, x0, args.eval_flow_steps).clamp(-1.0, 1.0)
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, device, args.seed)
 
@@ -513,8 +525,6 @@ def main(args: Args) -> None:
 
     if args.save_model:
         model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        networks = {"policy": policy, "ema_policy": ema_policy, "qf1": qf1, "qf2": qf2}
-        networks.update({"qf1_target": qf1_target, "qf2_target": qf2_target})
         torch.save({"args": asdict(args), **{k: v.state_dict() for k, v in networks.items()}}, model_path)
         print(f"model saved to {model_path}")
     eval_file.close()

@@ -248,6 +248,30 @@ class DistributionalQNetwork(nn.Module):
         return self.net(torch.cat([obs, action], -1))
 
 
+def make_networks(obs_dim: int, action_dim: int, action_scale: torch.Tensor, args: Args) -> dict[str, nn.Module]:
+    """Every network of the agent, targets included; the keys name them in the saved model."""
+    policy = MeanFlowNetwork(obs_dim, action_dim, out_dim=action_dim)
+    adn = MeanFlowNetwork(obs_dim, action_dim, out_dim=1)  # the average divergence network
+    qf1, qf2 = (DistributionalQNetwork(obs_dim, action_dim, args.num_atoms) for _ in range(2))
+    return {"policy": policy, "adn": adn, "qf1": qf1, "qf2": qf2, "qf1_target": copy.deepcopy(qf1), "qf2_target": copy.deepcopy(qf2)}
+
+
+def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):
+    """The evaluation policy obs -> action in [-1, 1]^d: the best of --num-candidates T-step samples under the target
+    critics; and its network evaluations per action (NFE = T x candidates, the critics not counted)."""
+    policy, qf1_target, qf2_target = networks["policy"], networks["qf1_target"], networks["qf2_target"]
+    atoms = torch.linspace(args.v_min, args.v_max, args.num_atoms, device=next(policy.parameters()).device)
+
+    def inference_policy(obs: torch.Tensor) -> torch.Tensor:
+        obs_rep = obs.repeat_interleave(args.num_candidates, 0)
+        noise = torch.randn(len(obs_rep), action_dim, device=obs.device)
+        candidates, _ = sample_with_log_prob(policy, None, obs_rep, noise, args.sampling_steps)
+        q = critic_q(qf1_target, qf2_target, obs_rep, candidates, atoms, args.use_cdq).view(-1, args.num_candidates)
+        return candidates.view(-1, args.num_candidates, action_dim)[torch.arange(len(obs), device=obs.device), q.argmax(1)]
+
+    return inference_policy, args.sampling_steps * args.num_candidates
+
+
 class ReplayBuffer:
     """Transitions (s, a, r, s', terminated) in tensors preallocated on the training device; a batch is a gather."""
 
@@ -485,12 +509,9 @@ def main(args: Args) -> None:
     eval_file.flush()
 
     # ALGO LOGIC: networks and optimizers
-    policy = MeanFlowNetwork(obs_dim, action_dim, out_dim=action_dim).to(device)
-    adn = MeanFlowNetwork(obs_dim, action_dim, out_dim=1).to(device)  # the average divergence network
-    qf1 = DistributionalQNetwork(obs_dim, action_dim, args.num_atoms).to(device)
-    qf2 = DistributionalQNetwork(obs_dim, action_dim, args.num_atoms).to(device)
-    qf1_target = copy.deepcopy(qf1)
-    qf2_target = copy.deepcopy(qf2)
+    networks = {name: net.to(device) for name, net in make_networks(obs_dim, action_dim, (high - low) / 2, args).items()}
+    policy, adn, qf1, qf2 = (networks[k] for k in ("policy", "adn", "qf1", "qf2"))
+    qf1_target, qf2_target = networks["qf1_target"], networks["qf2_target"]
     q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr)
     policy_optimizer = torch.optim.Adam(policy.parameters(), lr=args.policy_lr)
     adn_optimizer = torch.optim.Adam(adn.parameters(), lr=args.adn_lr)
@@ -499,14 +520,7 @@ def main(args: Args) -> None:
     alpha = log_alpha.exp().detach()  # a tensor, so that reading it never syncs with the device
     target_entropy = args.target_entropy_per_dim * action_dim
     atoms = torch.linspace(args.v_min, args.v_max, args.num_atoms, device=device)
-    nfe = args.sampling_steps * args.num_candidates
-
-    def inference_policy(obs: torch.Tensor) -> torch.Tensor:
-        """The best of --num-candidates samples under the target critics."""
-        obs_rep = obs.repeat_interleave(args.num_candidates, 0)
-        candidates, _ = sample_with_log_prob(policy, None, obs_rep, torch.randn(len(obs_rep), action_dim, device=device), args.sampling_steps)
-        q = critic_q(qf1_target, qf2_target, obs_rep, candidates, atoms, args.use_cdq).view(-1, args.num_candidates)
-        return candidates.view(-1, args.num_candidates, action_dim)[torch.arange(len(obs), device=device), q.argmax(1)]
+    inference_policy, nfe = make_inference_policy(networks, action_dim, args)
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, device, args.seed)
 
@@ -628,8 +642,6 @@ def main(args: Args) -> None:
 
     if args.save_model:
         model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        networks = {"policy": policy, "adn": adn, "qf1": qf1, "qf2": qf2}
-        networks.update({"qf1_target": qf1_target, "qf2_target": qf2_target})
         torch.save({"args": asdict(args), **{k: v.state_dict() for k, v in networks.items()}}, model_path)
         print(f"model saved to {model_path}")
     eval_file.close()

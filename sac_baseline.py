@@ -19,6 +19,7 @@ Differences from CleanRL's sac_continuous_action.py:
   * evaluation of the deterministic policy tanh(mean) in a separate env, written to `evaluations.csv`.
 """
 
+import copy
 import csv
 import math
 import os
@@ -190,6 +191,18 @@ class Actor(nn.Module):
         return torch.tanh(self(obs)[0])
 
 
+def make_networks(obs_dim: int, action_dim: int, action_scale: torch.Tensor, args: Args) -> dict[str, nn.Module]:
+    """Every network of the agent, targets included; the keys name them in the saved model."""
+    actor = Actor(obs_dim, action_dim, action_scale)
+    qf1, qf2 = SoftQNetwork(obs_dim, action_dim), SoftQNetwork(obs_dim, action_dim)
+    return {"actor": actor, "qf1": qf1, "qf2": qf2, "qf1_target": copy.deepcopy(qf1), "qf2_target": copy.deepcopy(qf2)}
+
+
+def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):
+    """The evaluation policy obs -> action in [-1, 1]^d, and its network evaluations per action (NFE)."""
+    return networks["actor"].inference_action, 1
+
+
 class ReplayBuffer:
     """Transitions (s, a, r, s', terminated) in tensors preallocated on the training device; a batch is a gather."""
 
@@ -321,13 +334,8 @@ def main(args: Args) -> None:
     eval_file.flush()
 
     # ALGO LOGIC: networks and optimizers
-    actor = Actor(obs_dim, action_dim, (high - low) / 2).to(device)
-    qf1 = SoftQNetwork(obs_dim, action_dim).to(device)
-    qf2 = SoftQNetwork(obs_dim, action_dim).to(device)
-    qf1_target = SoftQNetwork(obs_dim, action_dim).to(device)
-    qf2_target = SoftQNetwork(obs_dim, action_dim).to(device)
-    qf1_target.load_state_dict(qf1.state_dict())
-    qf2_target.load_state_dict(qf2.state_dict())
+    networks = {name: net.to(device) for name, net in make_networks(obs_dim, action_dim, (high - low) / 2, args).items()}
+    actor, qf1, qf2, qf1_target, qf2_target = (networks[k] for k in ("actor", "qf1", "qf2", "qf1_target", "qf2_target"))
     q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr)
     log_alpha = torch.tensor(math.log(args.alpha), device=device, requires_grad=args.autotune)
@@ -335,7 +343,7 @@ def main(args: Args) -> None:
     target_entropy = -float(action_dim)  # eq. 18: H_target = -dim(A)
     if args.autotune:
         a_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr)
-    nfe = 1
+    inference_policy, nfe = make_inference_policy(networks, action_dim, args)
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, device, args.seed)
 
@@ -420,7 +428,7 @@ def main(args: Args) -> None:
 
         if evaluating:
             next_eval_step += args.eval_freq
-            returns = evaluate(actor.inference_action, eval_envs, low, high, device, args.seed + 10_000)
+            returns = evaluate(inference_policy, eval_envs, low, high, device, args.seed + 10_000)
             last_eval_return, elapsed = float(returns.mean()), time.time() - start_time
             writer.add_scalar("eval/episodic_return", last_eval_return, global_step)
             eval_csv.writerow([global_step, last_eval_return, float(returns.std()), nfe, round(elapsed, 2)])
@@ -435,7 +443,6 @@ def main(args: Args) -> None:
 
     if args.save_model:
         model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        networks = {"actor": actor, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target, "qf2_target": qf2_target}
         torch.save({"args": asdict(args), **{k: v.state_dict() for k, v in networks.items()}}, model_path)
         print(f"model saved to {model_path}")
     eval_file.close()

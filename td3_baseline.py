@@ -18,6 +18,7 @@ Differences from CleanRL's td3_continuous_action.py:
   * evaluation of the noise-free policy mu(s) in a separate env, written to `evaluations.csv`.
 """
 
+import copy
 import csv
 import math
 import os
@@ -171,6 +172,18 @@ class Actor(nn.Module):
         return torch.tanh(self.fc_mu(x))
 
 
+def make_networks(obs_dim: int, action_dim: int, action_scale: torch.Tensor, args: Args) -> dict[str, nn.Module]:
+    """Every network of the agent, targets included; the keys name them in the saved model."""
+    actor, qf1, qf2 = Actor(obs_dim, action_dim), QNetwork(obs_dim, action_dim), QNetwork(obs_dim, action_dim)
+    targets = {"target_actor": copy.deepcopy(actor), "qf1_target": copy.deepcopy(qf1), "qf2_target": copy.deepcopy(qf2)}
+    return {"actor": actor, "qf1": qf1, "qf2": qf2, **targets}
+
+
+def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):
+    """The evaluation policy obs -> action in [-1, 1]^d (mu(s), no noise), and its network evaluations per action (NFE)."""
+    return networks["actor"], 1
+
+
 class ReplayBuffer:
     """Transitions (s, a, r, s', terminated) in tensors preallocated on the training device; a batch is a gather."""
 
@@ -295,18 +308,12 @@ def main(args: Args) -> None:
     eval_file.flush()
 
     # ALGO LOGIC: networks and optimizers
-    actor = Actor(obs_dim, action_dim).to(device)
-    qf1 = QNetwork(obs_dim, action_dim).to(device)
-    qf2 = QNetwork(obs_dim, action_dim).to(device)
-    qf1_target = QNetwork(obs_dim, action_dim).to(device)
-    qf2_target = QNetwork(obs_dim, action_dim).to(device)
-    target_actor = Actor(obs_dim, action_dim).to(device)
-    target_actor.load_state_dict(actor.state_dict())
-    qf1_target.load_state_dict(qf1.state_dict())
-    qf2_target.load_state_dict(qf2.state_dict())
+    networks = {name: net.to(device) for name, net in make_networks(obs_dim, action_dim, (high - low) / 2, args).items()}
+    actor, qf1, qf2, target_actor = (networks[k] for k in ("actor", "qf1", "qf2", "target_actor"))
+    qf1_target, qf2_target = networks["qf1_target"], networks["qf2_target"]
     q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
-    nfe = 1
+    inference_policy, nfe = make_inference_policy(networks, action_dim, args)
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, device, args.seed)
 
@@ -380,7 +387,7 @@ def main(args: Args) -> None:
 
         if evaluating:
             next_eval_step += args.eval_freq
-            returns = evaluate(actor, eval_envs, low, high, device, args.seed + 10_000)
+            returns = evaluate(inference_policy, eval_envs, low, high, device, args.seed + 10_000)
             last_eval_return, elapsed = float(returns.mean()), time.time() - start_time
             writer.add_scalar("eval/episodic_return", last_eval_return, global_step)
             eval_csv.writerow([global_step, last_eval_return, float(returns.std()), nfe, round(elapsed, 2)])
@@ -395,8 +402,6 @@ def main(args: Args) -> None:
 
     if args.save_model:
         model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        networks = {"actor": actor, "qf1": qf1, "qf2": qf2, "target_actor": target_actor}
-        networks.update({"qf1_target": qf1_target, "qf2_target": qf2_target})
         torch.save({"args": asdict(args), **{k: v.state_dict() for k, v in networks.items()}}, model_path)
         print(f"model saved to {model_path}")
     eval_file.close()

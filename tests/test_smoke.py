@@ -21,8 +21,14 @@ def test_short_run_logs_evaluates_and_saves(algo, tmp_path):
     assert any(tag.startswith("losses/") for tag in tags), tags  # the update code ran and was logged
 
     checkpoint = torch.load(run_dir / f"{algo}.pt", weights_only=True)
-    assert checkpoint["args"]["env_id"] == "Hopper-v4"
     module = load_algo(algo)
-    network_keys = [key for key in checkpoint if key != "args"]
-    assert network_keys and all(isinstance(checkpoint[key], dict) for key in network_keys)
-    assert module.Args().exp_name == algo
+    args = module.Args(**checkpoint["args"])
+    assert args.env_id == "Hopper-v4" and args.exp_name == algo
+    networks = module.make_networks(11, 3, torch.ones(3), args)  # Hopper-v4: 11-d observations, 3-d actions
+    assert set(networks) == set(checkpoint) - {"args"}
+    for name, network in networks.items():
+        network.load_state_dict(checkpoint[name])  # strict: every saved tensor fits the file's own networks
+    inference_policy, nfe = module.make_inference_policy(networks, 3, args)
+    with torch.no_grad():
+        actions = inference_policy(torch.zeros(2, 11))
+    assert actions.shape == (2, 3) and actions.abs().max() <= 1.0 and nfe == rows[-1]["nfe"]
