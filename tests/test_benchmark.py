@@ -1,0 +1,104 @@
+"""benchmark.sh end to end: the command list, a tiny real benchmark with its summary, resuming after a finished,
+a killed and a failing run."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import pytest
+from conftest import ALGOS, ROOT, read_evaluations
+
+BENCHMARK = ROOT / "benchmark.sh"
+# Two quick files and flags that both accept: a few hundred steps that still reach the updates and evaluations.
+TINY = ["--algos", "sac_baseline td3_baseline", "--envs", "Pendulum-v1", "--seeds", "1 2", "--total-timesteps", "400"]
+TINY_FLAGS = ["--", "--learning-starts", "300", "--eval-freq", "200", "--eval-episodes", "2", "--batch-size", "32",
+              "--buffer-size", "1000", "--no-cuda"]
+
+
+def benchmark(*args: str, timeout: float = 600, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", **(extra_env or {})}
+    return subprocess.run(["bash", str(BENCHMARK), *args], capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+def test_dry_run_lists_every_algo_env_seed_command(tmp_path):
+    result = benchmark("--dry-run", "--out", str(tmp_path / "out"))
+    lines = result.stdout.strip().splitlines()
+    assert result.returncode == 0 and len(lines) == 10 * 5 * len(ALGOS)
+    names = {re.search(r"--run-name (\S+)", line).group(1) for line in lines}
+    assert len(names) == len(lines)  # every (env, algo, seed) once
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing was written
+    for line in lines:
+        budget = int(re.search(r"--total-timesteps (\d+)", line).group(1))
+        assert budget == (5_000_000 if "Humanoid" in line and "/fpmd_" in line else 1_000_000), line
+        assert ("--no-use-cdq" in line) == ("/mfpo.py" in line and "HalfCheetah" in line), line
+
+    selected = benchmark("--dry-run", "--algos", "sac_baseline td3_baseline", "--envs", "Hopper-v4 Ant-v4",
+                         "--seeds", "1 2 3", "--total-timesteps", "5000", "--", "--eval-episodes", "3")
+    lines = selected.stdout.strip().splitlines()
+    assert len(lines) == 2 * 2 * 3 and all("--total-timesteps 5000" in l and l.endswith("--eval-episodes 3") for l in lines)
+
+
+def test_tiny_benchmark_summary_and_rerun_skips(tmp_path):
+    out = tmp_path / "out"
+    first = benchmark(*TINY, "--workers", "2", "--out", str(out), *TINY_FLAGS)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "4 trained, 0 already finished, 0 failed" in first.stdout.splitlines()[-1]
+    csvs = sorted((out / "runs").glob("*/evaluations.csv"))
+    assert len(csvs) == 4
+    stamps = [path.stat().st_mtime_ns for path in csvs]
+
+    again = benchmark(*TINY, "--out", str(out), *TINY_FLAGS)
+    assert again.returncode == 0 and "0 trained, 4 already finished, 0 failed" in again.stdout
+    assert [path.stat().st_mtime_ns for path in csvs] == stamps  # finished runs untouched
+
+    summary = subprocess.run([sys.executable, str(ROOT / "tools" / "summarize.py"), str(out / "runs"), "--out", str(tmp_path / "summary")],
+                             capture_output=True, text=True, timeout=300)
+    assert summary.returncode == 0, summary.stderr
+    table = (tmp_path / "summary" / "table.md").read_text()
+    assert "| Pendulum-v1 |" in table and table.count("[2]") == 2  # both algorithms, two seeds each
+    assert (tmp_path / "summary" / "table.csv").read_text().count("Pendulum-v1") == 2
+    assert "sac_baseline" in (tmp_path / "summary" / "walltime.md").read_text()
+    png = tmp_path / "summary" / "curves" / "Pendulum-v1.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_killed_run_restarts_cleanly_without_duplicate_rows(tmp_path):
+    out = tmp_path / "out"
+    args = ["--algos", "sac_baseline", "--envs", "Pendulum-v1", "--seeds", "1", "--total-timesteps", "1200", "--out", str(out),
+            "--", "--learning-starts", "300", "--eval-freq", "100", "--eval-episodes", "1", "--no-cuda"]
+    environment = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(["bash", str(BENCHMARK), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=environment, start_new_session=True)
+    run_dir = out / "runs" / "Pendulum-v1__sac_baseline__1"
+    deadline = time.time() + 300
+    while len(read_evaluations(run_dir)) < 4 and time.time() < deadline:
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)  # the script and its training process, mid-run
+    process.wait()
+    partial = read_evaluations(run_dir)
+    assert 4 <= len(partial) < 12
+
+    resumed = benchmark(*args)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    steps = [row["global_step"] for row in read_evaluations(run_dir)]
+    assert steps == [100.0 * i for i in range(1, 13)]  # complete, each evaluation once
+    kept = list((out / "interrupted").glob("Pendulum-v1__sac_baseline__1.*"))
+    assert any(read_evaluations(path) == partial for path in kept if path.is_dir())  # the partial run was kept
+
+
+def test_failing_run_does_not_stop_the_others(tmp_path):
+    out = tmp_path / "out"
+    result = benchmark("--algos", "sac_baseline", "--envs", "CartPole-v1 Pendulum-v1", "--seeds", "1",
+                       "--total-timesteps", "400", "--out", str(out), *TINY_FLAGS)
+    assert result.returncode != 0
+    assert "1 trained, 0 already finished, 1 failed" in result.stdout.splitlines()[-1]
+    assert "not a Box" in (out / "logs" / "CartPole-v1__sac_baseline__1.log").read_text()
+    assert read_evaluations(out / "runs" / "Pendulum-v1__sac_baseline__1")[-1]["global_step"] == 400
+
+
+def test_bad_benchmark_options_are_rejected(tmp_path):
+    for args in (["--workers", "0"], ["--algos", "no_such_algo"], ["--bogus"]):
+        result = benchmark(*args, "--dry-run", "--out", str(tmp_path))
+        assert result.returncode == 2 and result.stderr.startswith("benchmark.sh: error:"), args
