@@ -1,0 +1,41 @@
+"""The tools run on real files and say what they should: inference-time table, flow trajectories, learning check."""
+
+import subprocess
+import sys
+
+import pytest
+from conftest import ALGOS, ROOT, SHORT_RUN, TINY_ARGS, short_run
+
+
+def tool(name: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / name), *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def test_inference_time_table_has_every_file_with_nfe_and_ratio():
+    table = tool("inference_time.py", "--env-id", "Hopper-v4", "--calls", "1000", "--warmup", "10").stdout
+    rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in table.splitlines() if line.startswith("| ") and "---" not in line}
+    assert set(ALGOS) <= set(rows)
+    expected_nfe = {"sac_baseline": "1", "td3_baseline": "1", "fpmd_r": "1", "fpmd_m": "1", "mfpo": "20"}
+    for algo in ALGOS:
+        assert rows[algo][0].strip() == expected_nfe[algo]
+        assert float(rows[algo][1]) > 0
+    assert rows["sac_baseline"][3].strip() == "1.00"
+
+
+@pytest.mark.skipif("fpmd_r" not in ALGOS, reason="fpmd_r.py not present")
+def test_flow_trajectory_plot_from_a_saved_model(tmp_path):
+    pytest.importorskip("matplotlib", reason="the plot needs the optional extra requirements-plots.txt")
+    short_run("fpmd_r", tmp_path, "--env-id", "Hopper-v4", "--run-name", "traj", "--save-model")
+    out = tmp_path / "paths.png"
+    result = tool("plot_flow_trajectories.py", str(tmp_path / "runs" / "traj" / "fpmd_r.pt"), "--out", str(out), "--num-states", "2")
+    assert "mean straightness" in result.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_learning_check_reports_steps_to_threshold(tmp_path):
+    result = tool("learning_check.py", "--algos", "sac_baseline", "--env-id", "Pendulum-v1", "--seeds", "1", "--threshold", "-100000",
+                  "--out", str(tmp_path), "--", *SHORT_RUN, *TINY_ARGS["sac_baseline"])
+    row = [line for line in result.stdout.splitlines() if line.startswith("| sac_baseline | 1 |")]
+    assert row and row[0].split("|")[3].strip() == "200"  # the first evaluation already clears -100000
