@@ -3,7 +3,8 @@
 import math
 
 import pytest
-from conftest import ALGOS, SHORT_RUN, TINY_ARGS, read_evaluations, run_algo, short_run
+import tyro
+from conftest import ALGOS, SHORT_RUN, TINY_ARGS, load_algo, read_evaluations, run_algo, short_run
 
 COMMON_BAD_INPUT = [
     (["--env-id", "CartPole-v1"], "not a Box"),
@@ -29,13 +30,21 @@ CASES = [(algo, flags, expected) for algo in ALGOS for flags, expected in COMMON
 
 
 @pytest.mark.parametrize("algo, flags, expected", CASES)
-def test_bad_input_exits_before_training_with_one_line(algo, flags, expected, tmp_path):
-    result = run_algo(algo, tmp_path, "--no-cuda", *flags)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith(f"{algo}: error:") and expected in last_line, result.stderr
+def test_bad_input_stops_before_training_with_one_line(algo, flags, expected, tmp_path, monkeypatch):
+    module = load_algo(algo)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        module.main(tyro.cli(module.Args, args=["--no-cuda", *flags]))
+    message = str(stop.value.code)
+    assert message.startswith(f"{algo}: error:") and expected in message and "\n" not in message, message
     assert not (tmp_path / "runs").exists()  # nothing was trained or logged
+
+
+def test_bad_input_from_the_command_line_exits_non_zero_with_one_line(algo, tmp_path):
+    result = run_algo(algo, tmp_path, "--no-cuda", "--batch-size", "512", "--buffer-size", "100")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"{algo}: error: --batch-size (512) must not exceed --buffer-size (100)"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_finished_results_are_never_overwritten(algo, tmp_path):
