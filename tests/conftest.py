@@ -5,6 +5,7 @@ the shared skeleton (env handling, replay buffer, logging) is checked, not one f
 """
 
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ TINY_ARGS = {
 ALGOS = [name for name in TINY_ARGS if (ROOT / f"{name}.py").exists()]
 
 # A run that reaches the update code, an evaluation and --save-model within a few hundred env steps.
-SHORT_RUN = ["--total-timesteps", "400", "--learning-starts", "300", "--eval-freq", "200", "--eval-episodes", "2"]
+SHORT_RUN = ["--total-timesteps", "400", "--learning-starts", "350", "--eval-freq", "200", "--eval-episodes", "2"]
 SHORT_RUN += ["--batch-size", "32", "--buffer-size", "1000", "--no-cuda"]
 
 
@@ -37,10 +38,16 @@ def load_algo(name: str):
     return importlib.import_module(name)
 
 
+def algo_command(name: str, *flags: str) -> list[str]:
+    return [sys.executable, str(ROOT / f"{name}.py"), *flags]
+
+
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # runs side by side do not oversubscribe the cores
+
+
 def run_algo(name: str, cwd: Path, *flags: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python {name}.py {flags}` in `cwd` (runs/ lands there) and return the finished process."""
-    command = [sys.executable, str(ROOT / f"{name}.py"), *flags]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(algo_command(name, *flags), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=ONE_THREAD)
 
 
 def short_run(name: str, cwd: Path, *flags: str) -> subprocess.CompletedProcess:
