@@ -80,7 +80,7 @@ def test_adn_log_likelihood_of_an_exact_gaussian_flow_matches_the_gaussian_densi
     with torch.no_grad():
         actions, log_probs = mfpo.sample_with_log_prob(policy, adn, torch.zeros(4096, 1), noise, 2)
     inside = (actions.abs() < 0.95).all(-1)  # the sampler clips to [-1, 1] without correcting the density
-    assert torch.allclose(actions[inside].mean(0), MU, atol=0.03)
+    assert torch.allclose(actions.median(0).values, MU, atol=0.04)  # the 2-step samples are N(MU, SIGMA^2), clipped
     exact = torch.distributions.Normal(MU, SIGMA).log_prob(actions).sum(-1)
     error = (log_probs - exact)[inside].abs().mean().item()
     adn_share = (log_probs - torch.distributions.Normal(0.0, 1.0).log_prob(noise).sum(-1)).abs().mean().item()
