@@ -153,7 +153,7 @@ def plot_curves(runs, out: Path) -> list[Path]:
             steps = np.array(sorted(returns_at))
             mean = np.array([np.mean(returns_at[s]) for s in steps])
             std = np.array([np.std(returns_at[s]) for s in steps])
-            ax.plot(steps, mean, label=f"{algo} ({len(seeds)} seeds)")
+            ax.plot(steps, mean, label=f"{algo} (n={len(seeds)})")
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
         ax.set(title=env, xlabel="env steps", ylabel="eval return")
         ax.legend(fontsize=8)
