@@ -405,7 +405,7 @@ def main(args: Args) -> None:
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
     eval_file = open(os.path.join(run_dir, "evaluations.csv"), "w", newline="")
-    eval_csv = csv.writer(eval_file)
+    eval_csv = csv.writer(eval_file, lineterminator="\n")  # plain lines, for awk and tail as much as for csv readers
     eval_csv.writerow(["global_step", "mean_return", "std_return", "nfe", "wall_time_s"])
     eval_file.flush()
 

@@ -12,6 +12,7 @@ def test_short_run_logs_evaluates_and_saves(algo, tmp_path):
     rows = read_evaluations(run_dir)
     assert [row["global_step"] for row in rows] == [200, 400]
     assert all(row["nfe"] >= 1 and row["wall_time_s"] > 0 for row in rows)
+    assert b"\r" not in (run_dir / "evaluations.csv").read_bytes()  # plain "\n" lines, so awk and tail read it too
     assert "global_step 400/400" in result.stdout  # the progress line
 
     events = EventAccumulator(str(run_dir))

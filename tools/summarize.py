@@ -88,7 +88,7 @@ def write_tables(runs, out: Path) -> None:
                             "final_mean": final[0], "final_std": final[1], "min_steps": min(steps), "max_steps": max(steps),
                             "paper_best_mean": paper[0] if paper else "", "paper_best_std": paper[1] if paper else ""})
     with open(out / "table.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(records[0]) if records else ["env"])
+        writer = csv.DictWriter(f, fieldnames=list(records[0]) if records else ["env"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(records)
 
