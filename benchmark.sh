@@ -18,6 +18,7 @@
 #   --slurm                 write and submit a Slurm job array instead of running locally, with
 #                           --partition P --time T --gpus-per-task G --cpus-per-task C --mem M
 #
+# Every run is evaluated as the FPMD paper's Table 1 was: every 25k env steps, 20 episodes (flags after -- override).
 # Runs are named {env}__{algo}__{seed} under OUT/runs. A run whose evaluations.csv reached its final step is
 # finished and skipped; any other run directory (an interrupted run) is moved to OUT/interrupted/ and the run
 # starts again; a failing run writes OUT/logs/{run}.log and the others go on. The last line sums it up, and the
@@ -68,6 +69,9 @@ budget() {  # ALGO ENV
 
 build_command() {  # ALGO ENV SEED: the training command, into the array CMD
   CMD=("$PYTHON" "$ROOT/$1.py" --env-id "$2" --seed "$3" --run-name "${2}__${1}__${3}" --total-timesteps "$(budget "$1" "$2")")
+  # the FPMD paper's evaluation protocol (40 evaluations of 20 episodes per 1M steps; the FPMD files' defaults) for
+  # every file: the best of many noisy evaluations is higher than the best of few, so the table compares like with like
+  CMD+=(--eval-freq 25000 --eval-episodes 20)
   [[ $1 == mfpo && $2 == HalfCheetah-* ]] && CMD+=(--no-use-cdq)  # the MFPO paper's one per-task flag
   CMD+=("${EXTRA[@]}")
 }

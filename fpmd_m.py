@@ -13,21 +13,32 @@ Equations implemented (numbers of arXiv 2507.23675; SPEC.md section 4):
   actor loss        mean_b w_b mean_d (u(s', z_t, t, r) - sg(u_tgt))^2,  w = exp(Q(s', a1) / lambda)  (eq. 16)
   one-step sample   a = x0 + u(s, x0, 0, 1)                                                     (section 3.3)
   critic loss       (Q_k(s, a) - (reward_scale r + gamma (1 - term) min_k Q'_k(s', a')))^2        (eq. 17)
-  best-of-N acting  a = argmax_{a_i ~ pi} min_k Q_k(s, a_i) + N(0, sigma^2), clipped                (eq. 18)
+  best-of-N acting  a = clip(argmax_{a_i ~ pi} min_k Q_k(s, a_i), -1, 1) + N(0, sigma^2)            (eq. 18)
 
 Usage: python fpmd_m.py --env-id Walker2d-v4 --seed 1
 
-Defaults follow the authors' JAX code ("flow_policy_iclr") as in fpmd_r.py, with one sampling step everywhere and
-(t, r) ~ U[0, 1] sorted so that t <= r, r != t for 100 % of the samples (the paper changes MeanFlow's 25 %).
+Defaults follow the authors' JAX release ("flow_policy_iclr") as fpmd_r.py does, with one sampling step everywhere
+and (t, r) ~ U[0, 1] sorted so that t <= r, r != t for 100 % of the samples (the paper changes MeanFlow's 25 %).
 du/dt comes from forward-mode AD (torch.func.jvp) under no_grad, u_pred from a plain forward pass: the same gradient
 as differentiating through the jvp, with less memory.
 
-Differences from the official implementation:
-  * the critic gradient is applied once per iteration (the official code applies the same gradient twice);
-  * weights w = exp(clip((q - mean q) / running_std(q), -3, 3) / lambda), a stable form of eq. 16's exp(Q / lambda);
-    the official expression `q - mean / std` (operator precedence) saturates the clip on nearly every sample,
-    which amounts to uniform weights: that behaviour stays available as `--weighting uniform`;
-  * Gymnasium 1.x MuJoCo v4 envs (Pusher-v5: Pusher-v4 refuses MuJoCo >= 3), PyTorch instead of JAX.
+Release vs paper (SPEC.md sections 3-4): where the paper's text says otherwise, the default is the release's and the
+paper's variant is one flag away.
+  * training particles (acting and a') start from x0 ~ N(0, 0.5^2 I); the paper's N(0, I): --train-prior-scale 1
+    (the MeanFlow loss always draws x0 ~ N(0, I));
+  * actor weights: the release computes exp(clip(q - m / sd, -3, 3) / alpha) with running mean m and std sd of Q;
+    by operator precedence q is not standardised, so the clip saturates and the weights are nearly constant on most
+    tasks. That is what trained Table 1, so it is the default (--weighting official); eq. 16's exp(Q / lambda) in the
+    stable form exp(clip((q - m) / sd, -3, 3) / alpha) is --weighting exp, and w = 1 is --weighting uniform;
+  * each critic gradient is applied with two Adam steps (the optimizer state advances twice); the paper's single
+    step: --critic-adam-steps 1;
+  * the 1M env steps and the evaluation schedule count from the end of the 30k warm-up; counting the warm-up in
+    the budget: --budget-includes-warmup.
+Release details the paper leaves out, followed here: Haiku's initialisation (weights normal(0, 1/fan_in) truncated at
+2 std, biases 0); the best particle is chosen among the unclipped ones, clipped to [-1, 1], and its exploration noise
+is not clipped again (the buffer and the actor loss keep the noisy action, the env receives it clipped to its
+bounds); 40 evaluations of 20 episodes per 1M-step run on eval envs seeded once. Beyond that only the frameworks
+differ: PyTorch instead of JAX, Gymnasium 1.x MuJoCo v4 envs (Pusher-v5: Pusher-v4 refuses MuJoCo >= 3).
 """
 
 import copy
@@ -82,10 +93,13 @@ class Args:
     """the batch size of sample from the replay memory"""
     learning_starts: int = 30_000
     """env steps of uniform random actions before learning starts"""
-    eval_freq: int = 5_000
-    """evaluate the inference policy every this many env steps (and at the end)"""
-    eval_episodes: int = 10
-    """episodes per evaluation, run in parallel envs seeded from seed + 10_000"""
+    eval_freq: int = 25_000
+    """evaluate the inference policy every this many env steps (and at the end); 25k: 40 evaluations per 1M steps"""
+    eval_episodes: int = 20
+    """episodes per evaluation, run in parallel envs seeded once from seed + 10_000 (new starts every evaluation)"""
+    budget_includes_warmup: bool = False
+    """if toggled, --total-timesteps and the evaluation schedule count the --learning-starts warm-up steps too;
+    by default they count from the end of the warm-up, as the release does"""
 
     # Algorithm specific arguments
     policy_lr: float = 3e-4
@@ -104,8 +118,10 @@ class Args:
     """rewards are multiplied by this in the TD target (eq. 17)"""
     num_particles: int = 32
     """N of best-of-N action selection (eq. 18), for acting and for the next action a' of the update"""
-    weighting: Literal["exp", "uniform"] = "exp"
-    """actor-loss weights: exp (exp(Q / lambda) in a stable form) or uniform (what the official release trains with)"""
+    weighting: Literal["official", "exp", "uniform"] = "official"
+    """actor-loss weights: official (the release's expression as written), exp (eq. 8, stable form) or uniform"""
+    critic_adam_steps: int = 2
+    """Adam steps applied with each critic gradient (the release: 2; the paper's algorithm: 1)"""
     alpha_init: float = 5.0
     """initial temperature alpha; it is lambda of eq. 2 and sets the exploration noise sigma = 0.1 alpha"""
     alpha_lr: float = 7e-3
@@ -114,6 +130,8 @@ class Args:
     """one noise-schedule step every this many gradient iterations"""
     target_entropy_per_dim: float = -1.5
     """the noise schedule drives the entropy of N(0, sigma^2 I) toward this times dim(A)"""
+    train_prior_scale: float = 0.5
+    """training particles (acting and a') start from x0 ~ N(0, train_prior_scale^2 I); 1 is the paper's N(0, I)"""
     eval_prior_scale: float = 0.5
     """the inference policy starts from x0 ~ N(0, eval_prior_scale^2 I)"""
     flow_steps: int = 1
@@ -129,6 +147,7 @@ def find_arg_problem(args: Args) -> str | None:
     positive = ["total_timesteps", "num_envs", "buffer_size", "batch_size", "eval_freq", "eval_episodes"]
     positive += ["policy_lr", "policy_lr_final", "q_lr", "policy_frequency", "reward_scale", "num_particles"]
     positive += ["alpha_init", "alpha_lr", "alpha_update_freq", "eval_prior_scale", "flow_steps", "eval_flow_steps"]
+    positive += ["critic_adam_steps", "train_prior_scale"]
     for name in positive:
         if not getattr(args, name) > 0:
             return f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
@@ -191,6 +210,17 @@ def mlp(in_dim: int, out_dim: int, hidden_dim: int = 256, num_hidden: int = 3) -
     return nn.Sequential(*layers, nn.Linear(hidden_dim, out_dim))
 
 
+def haiku_init(module: nn.Module) -> nn.Module:
+    """The release's initialisation (Haiku's hk.Linear default): every Linear layer's weights ~ normal(0, 1/fan_in)
+    truncated at 2 std, biases 0. PyTorch's default is a narrower uniform with a random bias."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            std = 1.0 / math.sqrt(layer.in_features)
+            nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+            nn.init.zeros_(layer.bias)
+    return module
+
+
 class QNetwork(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int):
         super().__init__()
@@ -231,7 +261,8 @@ class MeanVelocityField(nn.Module):
 
 def make_networks(obs_dim: int, action_dim: int, action_scale: torch.Tensor, args: Args) -> dict[str, nn.Module]:
     """Every network of the agent, targets included; the keys name them in the saved model."""
-    policy, qf1, qf2 = MeanVelocityField(obs_dim, action_dim), QNetwork(obs_dim, action_dim), QNetwork(obs_dim, action_dim)
+    networks = MeanVelocityField(obs_dim, action_dim), QNetwork(obs_dim, action_dim), QNetwork(obs_dim, action_dim)
+    policy, qf1, qf2 = (haiku_init(network) for network in networks)
     targets = {"ema_policy": copy.deepcopy(policy), "qf1_target": copy.deepcopy(qf1), "qf2_target": copy.deepcopy(qf2)}
     return {"policy": policy, "qf1": qf1, "qf2": qf2, **targets}
 
@@ -278,7 +309,7 @@ class ReplayBuffer:
 
 
 # ALGO LOGIC: the math, as pure functions (tests import these)
-Q_STD_RATE = 0.001  # EMA rate of the running std of Q in the actor-loss weights
+Q_STATS_RATE = 0.001  # EMA rate of the running mean and std of Q in the actor-loss weights [release]
 def final_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
     """The true s' of each sub-env: under SAME_STEP autoreset a finished one already shows its reset obs."""
     if "_final_obs" not in infos:
@@ -290,8 +321,9 @@ def final_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
 
 
 def action_to_env(action: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> np.ndarray:
-    """Map policy actions in [-1, 1]^d linearly onto the env's bounds, per dimension (Humanoid is +-0.4)."""
-    return (low + (action + 1.0) * 0.5 * (high - low)).cpu().numpy()
+    """Clip policy actions to [-1, 1]^d and map them linearly onto the env's bounds, per dimension (Humanoid is
+    +-0.4). FPMD's exploration noise may leave [-1, 1]: the buffer keeps that action, the env gets it clipped."""
+    return (low + (action.clamp(-1.0, 1.0) + 1.0) * 0.5 * (high - low)).cpu().numpy()
 
 
 def td_target(rewards, terminations, next_value, gamma: float) -> torch.Tensor:
@@ -335,23 +367,40 @@ def mean_flow_loss(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor, 
     return (weights * per_sample).mean()
 
 
-def policy_weights(q: torch.Tensor, q_std: torch.Tensor, temperature: torch.Tensor, weighting: str) -> torch.Tensor:
-    """The actor-loss weight w = exp(Q / lambda) (FPMD-R eq. 8, FPMD-M eq. 16) made scale-free and bounded:
-    exp(clip((q - mean q) / q_std, -3, 3) / lambda). The batch mean only rescales all weights: same minimizer."""
+def policy_weights(q: torch.Tensor, q_mean: torch.Tensor, q_std: torch.Tensor, temperature: torch.Tensor, weighting: str) -> torch.Tensor:
+    """The actor-loss weight w = exp(Q / lambda) of FPMD-R eq. 8 / FPMD-M eq. 16, lambda = alpha, with running
+    statistics q_mean, q_std of Q. official: exp(clip(q - q_mean / q_std, -3, 3) / lambda), the release's expression
+    as written (q itself is not standardised); exp: exp(clip((q - q_mean) / q_std, -3, 3) / lambda), eq. 8 made
+    scale-free and bounded (a constant factor exp(-q_mean / lambda) does not move the minimizer); uniform: 1."""
     if weighting == "uniform":
         return torch.ones_like(q)
-    return torch.exp(((q - q.mean()) / q_std).clamp(-3.0, 3.0) / temperature)
+    z = q - q_mean / q_std if weighting == "official" else (q - q_mean) / q_std
+    return torch.exp(z.clamp(-3.0, 3.0) / temperature)
 
 
-def best_of_n(policy, qf1, qf2, obs: torch.Tensor, x0: torch.Tensor, num_steps: int, noise_std: torch.Tensor) -> torch.Tensor:
-    """eq. 18: from the N noises x0[b] of each state b, sample N actions, keep the one of highest min(Q1, Q2),
-    add N(0, noise_std^2) and clip to [-1, 1]. x0 has shape (batch, N, action_dim)."""
-    batch_size, num_particles, action_dim = x0.shape
-    obs_rep = obs.repeat_interleave(num_particles, 0)
-    particles = sample_actions(policy, obs_rep, x0.reshape(-1, action_dim), num_steps)
-    q = torch.min(qf1(obs_rep, particles), qf2(obs_rep, particles)).view(batch_size, num_particles)
-    best = particles.view(batch_size, num_particles, action_dim)[torch.arange(batch_size, device=obs.device), q.argmax(1)]
-    return (best + noise_std * torch.randn_like(best)).clamp(-1.0, 1.0)
+def sample_particles(policy, obs: torch.Tensor, num_particles: int, action_dim: int, prior_scale: float, num_steps: int) -> torch.Tensor:
+    """The training sampler: num_particles actions per state, shape (batch, N, action_dim), each integrated from its
+    own x0 ~ N(0, prior_scale^2 I) (the release's p_sample uses 0.5)."""
+    x0 = prior_scale * torch.randn(len(obs), num_particles, action_dim, device=obs.device)
+    return sample_actions(policy, obs[:, None].expand(-1, num_particles, -1), x0, num_steps)
+
+
+def best_of_n(qf1, qf2, obs: torch.Tensor, particles: torch.Tensor, noise_std: torch.Tensor) -> torch.Tensor:
+    """eq. 18 as the release runs it: of each state's particles (batch, N, d), unclipped, keep the one of highest
+    min(Q1, Q2), clip it to [-1, 1] and add N(0, noise_std^2) exploration noise, which is not clipped again."""
+    obs_per_particle = obs[:, None].expand(-1, particles.shape[1], -1)
+    q = torch.min(qf1(obs_per_particle, particles), qf2(obs_per_particle, particles))
+    best = particles[torch.arange(len(obs), device=obs.device), q.argmax(1)].clamp(-1.0, 1.0)
+    return best + noise_std * torch.randn_like(best)
+
+
+def apply_gradient(optimizer: torch.optim.Optimizer, loss: torch.Tensor, num_steps: int) -> None:
+    """Backpropagate `loss` once and apply that gradient with num_steps optimizer steps: the release steps its critic
+    optimizer twice per gradient (--critic-adam-steps 2), the paper's algorithm once."""
+    optimizer.zero_grad()
+    loss.backward()
+    for _ in range(num_steps):
+        optimizer.step()
 
 
 def noise_schedule_loss(log_alpha: torch.Tensor, action_dim: int, target_entropy_per_dim: float) -> torch.Tensor:
@@ -376,9 +425,10 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 
 @torch.no_grad()
-def evaluate(act, eval_envs, low: torch.Tensor, high: torch.Tensor, device: torch.device, seed: int) -> np.ndarray:
-    """Return of one episode in each eval env, acting with the inference policy `act` (obs -> [-1, 1]^d)."""
-    obs, _ = eval_envs.reset(seed=seed)
+def evaluate(act, eval_envs, low: torch.Tensor, high: torch.Tensor, device: torch.device) -> np.ndarray:
+    """Return of one episode in each eval env, acting with the inference policy `act` (obs -> [-1, 1]^d). The envs
+    were seeded once when made: every evaluation starts from new initial states."""
+    obs, _ = eval_envs.reset()
     returns = np.zeros(eval_envs.num_envs)
     done = np.zeros(eval_envs.num_envs, dtype=bool)
     while not done.all():
@@ -423,6 +473,7 @@ def main(args: Args) -> None:
         envs.close()
         sys.exit(f"{args.exp_name}: error: {problem}")
     eval_envs = make_vector_env(args.env_id, args.seed + 10_000, args.eval_episodes)
+    eval_envs.reset(seed=args.seed + 10_000)  # the only seeding of the eval envs
     obs_dim = envs.single_observation_space.shape[0]
     action_dim = envs.single_action_space.shape[0]
     low = torch.as_tensor(envs.single_action_space.low, dtype=torch.float32, device=device)
@@ -444,21 +495,24 @@ def main(args: Args) -> None:
     log_alpha = torch.tensor(math.log(args.alpha_init), device=device, requires_grad=True)
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr)
     alpha = log_alpha.exp().detach()  # a tensor, so that reading it never syncs with the device
-    q_std = torch.ones((), device=device)  # running std of the batch Q values, for the actor-loss weights
+    q_mean, q_std = torch.zeros((), device=device), torch.ones((), device=device)  # running statistics of Q [release]
     inference_policy, nfe = make_inference_policy(networks, action_dim, args)
 
-    def particle_noise(batch_size: int) -> torch.Tensor:
-        return torch.randn(batch_size, args.num_particles, action_dim, device=device)
+    def best_action(sampling_policy: nn.Module, obs: torch.Tensor) -> torch.Tensor:  # eq. 18 with the training sampler
+        particles = sample_particles(sampling_policy, obs, args.num_particles, action_dim, args.train_prior_scale, args.flow_steps)
+        return best_of_n(qf1, qf2, obs, particles, 0.1 * alpha)
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, device, args.seed)
 
     # TRY NOT TO MODIFY: start the game
     start_time = time.time()
     learning_start_time, learning_start_step = None, 0
-    num_updates, next_eval_step = 0, args.eval_freq
+    budget_start = 0 if args.budget_includes_warmup else args.learning_starts  # the release counts after the warm-up
+    final_step = budget_start + args.total_timesteps
+    num_updates, next_eval_step = 0, budget_start + args.eval_freq
     last_train_return, last_eval_return = float("nan"), float("nan")
     losses: dict[str, torch.Tensor] = {}
-    num_iterations = -(-args.total_timesteps // args.num_envs)
+    num_iterations = -(-final_step // args.num_envs)
     obs, _ = envs.reset(seed=args.seed)
     for iteration in range(1, num_iterations + 1):
         global_step = iteration * args.num_envs
@@ -467,8 +521,7 @@ def main(args: Args) -> None:
             if global_step <= args.learning_starts:
                 actions = torch.rand((args.num_envs, action_dim), device=device) * 2 - 1
             else:
-                obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
-                actions = best_of_n(ema_policy, qf1, qf2, obs_t, particle_noise(args.num_envs), args.flow_steps, 0.1 * alpha)
+                actions = best_action(ema_policy, torch.as_tensor(obs, dtype=torch.float32, device=device))
 
         # TRY NOT TO MODIFY: execute the game and log data.
         next_obs, rewards, terminations, truncations, infos = envs.step(action_to_env(actions, low, high))
@@ -489,23 +542,22 @@ def main(args: Args) -> None:
             num_updates += 1
             b_obs, b_actions, b_rewards, b_next_obs, b_terminations = rb.sample(args.batch_size)
             with torch.no_grad():  # a': one best-of-N action of the online policy at s', for eq. 17 and the actor loss
-                next_actions = best_of_n(policy, qf1, qf2, b_next_obs, particle_noise(args.batch_size), args.flow_steps, 0.1 * alpha)
+                next_actions = best_action(policy, b_next_obs)
                 min_qf_next = torch.min(qf1_target(b_next_obs, next_actions), qf2_target(b_next_obs, next_actions))
                 next_q_value = td_target(args.reward_scale * b_rewards, b_terminations, min_qf_next, args.gamma)  # eq. 17
 
             qf1_a_values = qf1(b_obs, b_actions)
             qf2_a_values = qf2(b_obs, b_actions)
             qf_loss = F.mse_loss(qf1_a_values, next_q_value) + F.mse_loss(qf2_a_values, next_q_value)  # eq. 17
-            q_optimizer.zero_grad()
-            qf_loss.backward()
-            q_optimizer.step()
+            apply_gradient(q_optimizer, qf_loss, args.critic_adam_steps)
             losses.update({"losses/qf_loss": qf_loss.detach() / 2, "losses/qf1_values": qf1_a_values.detach().mean()})
 
-            if num_updates % args.policy_frequency == 0:
-                with torch.no_grad():  # the actor loss at s', with a1 = a' from pi_old and Q of the just-updated critics
-                    q = torch.min(qf1(b_next_obs, next_actions), qf2(b_next_obs, next_actions))
-                    q_std.lerp_(q.std(), Q_STD_RATE)
-                    weights = policy_weights(q, q_std, alpha, args.weighting)
+            with torch.no_grad():  # Q of the just-updated critics at (s', a'); its running statistics move every iteration
+                q = torch.min(qf1(b_next_obs, next_actions), qf2(b_next_obs, next_actions))
+                q_mean.lerp_(q.mean(), Q_STATS_RATE)
+                q_std.lerp_(q.std(), Q_STATS_RATE)
+            if num_updates % args.policy_frequency == 0:  # the actor loss at s', with a1 = a' from pi_old
+                weights = policy_weights(q, q_mean, q_std, alpha, args.weighting)
                 for group in policy_optimizer.param_groups:
                     group["lr"] = policy_lr_at(num_updates, args.policy_lr, args.policy_lr_final, args.lr_decay_start, args.lr_decay_end)
                 policy_loss = mean_flow_loss(policy, b_next_obs, next_actions, weights, args.mf_ratio)  # eq. 16
@@ -536,15 +588,15 @@ def main(args: Args) -> None:
 
         if evaluating:
             next_eval_step += args.eval_freq
-            returns = evaluate(inference_policy, eval_envs, low, high, device, args.seed + 10_000)
+            returns = evaluate(inference_policy, eval_envs, low, high, device)
             last_eval_return, elapsed = float(returns.mean()), time.time() - start_time
             writer.add_scalar("eval/episodic_return", last_eval_return, global_step)
             eval_csv.writerow([global_step, last_eval_return, float(returns.std()), nfe, round(elapsed, 2)])
             eval_file.flush()
             rate = (global_step - learning_start_step) / (time.time() - (learning_start_time or start_time))
-            eta = (args.total_timesteps - global_step) / max(rate, 1e-9)
+            eta = (final_step - global_step) / max(rate, 1e-9)
             print(
-                f"global_step {global_step}/{args.total_timesteps} | {rate:.0f} steps/s | ETA {eta / 60:.1f} min"
+                f"global_step {global_step}/{final_step} | {rate:.0f} steps/s | ETA {eta / 60:.1f} min"
                 f" | train return {last_train_return:.1f} | eval return {last_eval_return:.1f}",
                 flush=True,
             )

@@ -22,18 +22,23 @@ Equations implemented (numbers of arXiv 2604.14698; the text lost its formulas, 
 
 Usage: python mfpo.py --env-id Walker2d-v4 --seed 1
 
-Defaults follow the authors' JAX code ("MFPO"): one env, one update per env step after 10k random steps, all Adam
-learning rates 3e-4, tau 0.005 every step, a 101-atom C51 critic on [-1600, 1600] with clipped double Q (off for
-HalfCheetah in the paper: `--no-use-cdq`), K1 = 16 policy and K2 = 32 Gaussian proposal samples, logit-normal
-(t, r) with r = t for 75 % of the batch, 2 Hutchinson probes, temperature from 0.01, and at inference the best of
-10 two-step candidates under the target critics (NFE = 2 x 10). Update order: critic, actor, ADN, temperature.
+Defaults follow the authors' JAX release ("MFPO"): one env, one update per env step after 10k random steps, all Adam
+learning rates 3e-4, tau 0.005 every step, a 101-atom C51 critic on [-1600, 1600] with clipped double Q (the
+release turns it off for HalfCheetah: `--no-use-cdq`), K1 = 16 policy and K2 = 32 Gaussian proposal samples,
+logit-normal (t, r) with r = t on exactly int(0.75 * batch) rows of each batch, 2 Hutchinson probes, temperature
+from 0.01 toward entropy -0.5 per dimension, and at inference the paper's best of 10 two-step candidates under the
+target critics (NFE = 2 x 10). Update order: critic, actor, ADN, temperature.
 
-Differences from the official implementation:
-  * the ADN's Hutchinson probes and its time / noise draws use independent random numbers (the official code
-    reuses one key for both);
+Release vs paper (SPEC.md section 5): no place is known where the paper's text and the release differ in what this
+file implements. Release details the paper leaves out, followed here: Xavier-uniform weights and zero biases,
+LayerNorm (eps 1e-6) and tanh-approximate GELU (Flax's default) in every hidden layer, learnable Fourier time
+features, and a sampler log-likelihood that is not corrected for the final clip to [-1, 1]. Where this file departs
+from the release:
+  * the ADN's Hutchinson probes and its time / noise draws use independent random numbers (the release reuses one
+    key for both: a bug, not copied);
   * du/dt and d delta/dt come from forward-mode AD under no_grad and the prediction from a plain forward pass
     (the same gradient as differentiating through the jvp, with less memory);
-  * Gymnasium 1.x MuJoCo v4 envs, PyTorch instead of JAX.
+  * PyTorch instead of JAX, Gymnasium 1.x MuJoCo v4 envs.
 """
 
 import copy
@@ -91,7 +96,7 @@ class Args:
     eval_freq: int = 5_000
     """evaluate the inference policy every this many env steps (and at the end)"""
     eval_episodes: int = 10
-    """episodes per evaluation, run in parallel envs seeded from seed + 10_000"""
+    """episodes per evaluation, run in parallel envs seeded once from seed + 10_000 (new starts every evaluation)"""
 
     # Algorithm specific arguments
     policy_lr: float = 3e-4
@@ -115,7 +120,7 @@ class Args:
     div_samples: int = 2
     """Hutchinson probes of the divergence in the ADN target"""
     mf_flow_ratio: float = 0.75
-    """share of the (t, r) pairs with r = t (plain flow matching); the rest has r < t"""
+    """share of the (t, r) pairs with r = t (plain flow matching), exactly int(ratio * batch) rows; the rest has r < t"""
     num_atoms: int = 101
     """atoms of the C51 return distribution"""
     v_min: float = -1600.0
@@ -190,10 +195,12 @@ def find_space_problem(envs, env_id: str) -> str | None:
 
 # ALGO LOGIC: initialize agent here:
 def mlp(in_dim: int, out_dim: int, hidden_dim: int = 256, num_hidden: int = 3) -> nn.Sequential:
-    """num_hidden x (Linear -> LayerNorm -> GELU), then a linear output: the official body of every network."""
+    """num_hidden x (Linear -> LayerNorm -> GELU), then a linear output: the release's body of every network, with
+    Flax's default GELU, the tanh approximation."""
     layers = []
     for i in range(num_hidden):
-        layers += [nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim, eps=1e-6), nn.GELU()]
+        linear = nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim)
+        layers += [linear, nn.LayerNorm(hidden_dim, eps=1e-6), nn.GELU(approximate="tanh")]
     return nn.Sequential(*layers, nn.Linear(hidden_dim, out_dim))
 
 
@@ -314,8 +321,9 @@ def final_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
 
 
 def action_to_env(action: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> np.ndarray:
-    """Map policy actions in [-1, 1]^d linearly onto the env's bounds, per dimension (Humanoid is +-0.4)."""
-    return (low + (action + 1.0) * 0.5 * (high - low)).cpu().numpy()
+    """Clip policy actions to [-1, 1]^d and map them linearly onto the env's bounds, per dimension (Humanoid is
+    +-0.4). FPMD's exploration noise may leave [-1, 1]: the buffer keeps that action, the env gets it clipped."""
+    return (low + (action.clamp(-1.0, 1.0) + 1.0) * 0.5 * (high - low)).cpu().numpy()
 
 
 def td_target(rewards, terminations, next_value, gamma: float) -> torch.Tensor:
@@ -370,11 +378,11 @@ def soft_td_distribution(target_logits: list[torch.Tensor], rewards, termination
 
 
 def sample_time_pairs(batch_size: int, flow_ratio: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(t, r) with t >= r: the max and the min of two logit-normal draws sigmoid(N(-0.4, 1)); r = t for a
-    `flow_ratio` share of the batch."""
+    """(t, r) with t >= r: the max and the min of two logit-normal draws sigmoid(N(-0.4, 1)); r = t on exactly
+    int(flow_ratio * batch_size) rows, the first ones, as the release does (the rows of a batch are i.i.d.)."""
     draws = torch.sigmoid(LOGIT_NORMAL_MEAN + LOGIT_NORMAL_STD * torch.randn(2, batch_size, device=device))
     t, r = draws.max(0).values, draws.min(0).values
-    return t, torch.where(torch.rand(batch_size, device=device) < flow_ratio, t, r)
+    return t, torch.where(torch.arange(batch_size, device=device) < int(flow_ratio * batch_size), t, r)
 
 
 def gaussian_proposal(x_t: torch.Tensor, t: torch.Tensor, num_samples: int) -> torch.Tensor:
@@ -449,9 +457,10 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 
 @torch.no_grad()
-def evaluate(act, eval_envs, low: torch.Tensor, high: torch.Tensor, device: torch.device, seed: int) -> np.ndarray:
-    """Return of one episode in each eval env, acting with the inference policy `act` (obs -> [-1, 1]^d)."""
-    obs, _ = eval_envs.reset(seed=seed)
+def evaluate(act, eval_envs, low: torch.Tensor, high: torch.Tensor, device: torch.device) -> np.ndarray:
+    """Return of one episode in each eval env, acting with the inference policy `act` (obs -> [-1, 1]^d). The envs
+    were seeded once when made: every evaluation starts from new initial states."""
+    obs, _ = eval_envs.reset()
     returns = np.zeros(eval_envs.num_envs)
     done = np.zeros(eval_envs.num_envs, dtype=bool)
     while not done.all():
@@ -496,6 +505,7 @@ def main(args: Args) -> None:
         envs.close()
         sys.exit(f"{args.exp_name}: error: {problem}")
     eval_envs = make_vector_env(args.env_id, args.seed + 10_000, args.eval_episodes)
+    eval_envs.reset(seed=args.seed + 10_000)  # the only seeding of the eval envs
     obs_dim = envs.single_observation_space.shape[0]
     action_dim = envs.single_action_space.shape[0]
     low = torch.as_tensor(envs.single_action_space.low, dtype=torch.float32, device=device)
@@ -627,7 +637,7 @@ def main(args: Args) -> None:
 
         if evaluating:
             next_eval_step += args.eval_freq
-            returns = evaluate(inference_policy, eval_envs, low, high, device, args.seed + 10_000)
+            returns = evaluate(inference_policy, eval_envs, low, high, device)
             last_eval_return, elapsed = float(returns.mean()), time.time() - start_time
             writer.add_scalar("eval/episodic_return", last_eval_return, global_step)
             eval_csv.writerow([global_step, last_eval_return, float(returns.std()), nfe, round(elapsed, 2)])

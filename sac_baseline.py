@@ -14,6 +14,7 @@ Usage: python sac_baseline.py --env-id Walker2d-v4 --seed 1
 Differences from CleanRL's sac_continuous_action.py:
   * the policy acts in [-1, 1]^d and actions are mapped to the env's bounds per dimension; the log-density is
     still measured in env units (it subtracts sum_i log(scale_i)), so the entropy target means what it does there;
+  * the critics take the policy-space action in [-1, 1]^d (the buffer stores it), where CleanRL's take env units;
   * Gymnasium 1.x vector envs with SAME_STEP autoreset (the stored s' of a finished episode is `final_obs`);
   * the replay buffer lives on the training device, and nothing in the per-step path calls `.item()`;
   * evaluation of the deterministic policy tanh(mean) in a separate env, written to `evaluations.csv`.
@@ -73,7 +74,7 @@ class Args:
     eval_freq: int = 5_000
     """evaluate the inference policy every this many env steps (and at the end)"""
     eval_episodes: int = 10
-    """episodes per evaluation, run in parallel envs seeded from seed + 10_000"""
+    """episodes per evaluation, run in parallel envs seeded once from seed + 10_000 (new starts every evaluation)"""
 
     # Algorithm specific arguments
     policy_lr: float = 3e-4
@@ -85,9 +86,9 @@ class Args:
     target_network_frequency: int = 1
     """the frequency of updates for the target networks"""
     alpha: float = 0.2
-    """entropy regularization coefficient (the initial value when autotuned)"""
+    """the fixed entropy regularization coefficient, used with --no-autotune"""
     autotune: bool = True
-    """automatic tuning of the entropy coefficient toward a target entropy of -dim(A)"""
+    """automatic tuning of the entropy coefficient toward a target entropy of -dim(A), from log alpha = 0 (alpha = 1)"""
 
 
 def find_arg_problem(args: Args) -> str | None:
@@ -244,8 +245,9 @@ def final_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
 
 
 def action_to_env(action: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> np.ndarray:
-    """Map policy actions in [-1, 1]^d linearly onto the env's bounds, per dimension (Humanoid is +-0.4)."""
-    return (low + (action + 1.0) * 0.5 * (high - low)).cpu().numpy()
+    """Clip policy actions to [-1, 1]^d and map them linearly onto the env's bounds, per dimension (Humanoid is
+    +-0.4). FPMD's exploration noise may leave [-1, 1]: the buffer keeps that action, the env gets it clipped."""
+    return (low + (action.clamp(-1.0, 1.0) + 1.0) * 0.5 * (high - low)).cpu().numpy()
 
 
 def td_target(rewards, terminations, next_value, gamma: float) -> torch.Tensor:
@@ -274,9 +276,10 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 
 @torch.no_grad()
-def evaluate(act, eval_envs, low: torch.Tensor, high: torch.Tensor, device: torch.device, seed: int) -> np.ndarray:
-    """Return of one episode in each eval env, acting with the inference policy `act` (obs -> [-1, 1]^d)."""
-    obs, _ = eval_envs.reset(seed=seed)
+def evaluate(act, eval_envs, low: torch.Tensor, high: torch.Tensor, device: torch.device) -> np.ndarray:
+    """Return of one episode in each eval env, acting with the inference policy `act` (obs -> [-1, 1]^d). The envs
+    were seeded once when made: every evaluation starts from new initial states."""
+    obs, _ = eval_envs.reset()
     returns = np.zeros(eval_envs.num_envs)
     done = np.zeros(eval_envs.num_envs, dtype=bool)
     while not done.all():
@@ -321,6 +324,7 @@ def main(args: Args) -> None:
         envs.close()
         sys.exit(f"{args.exp_name}: error: {problem}")
     eval_envs = make_vector_env(args.env_id, args.seed + 10_000, args.eval_episodes)
+    eval_envs.reset(seed=args.seed + 10_000)  # the only seeding of the eval envs
     obs_dim = envs.single_observation_space.shape[0]
     action_dim = envs.single_action_space.shape[0]
     low = torch.as_tensor(envs.single_action_space.low, dtype=torch.float32, device=device)
@@ -338,7 +342,8 @@ def main(args: Args) -> None:
     actor, qf1, qf2, qf1_target, qf2_target = (networks[k] for k in ("actor", "qf1", "qf2", "qf1_target", "qf2_target"))
     q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr)
-    log_alpha = torch.tensor(math.log(args.alpha), device=device, requires_grad=args.autotune)
+    # as CleanRL: under --autotune log alpha starts at 0 (alpha = 1); --alpha is the fixed value without it
+    log_alpha = torch.tensor(0.0 if args.autotune else math.log(args.alpha), device=device, requires_grad=args.autotune)
     alpha = log_alpha.exp().detach()  # a tensor, so that reading it never syncs with the device
     target_entropy = -float(action_dim)  # eq. 18: H_target = -dim(A)
     if args.autotune:
@@ -428,7 +433,7 @@ def main(args: Args) -> None:
 
         if evaluating:
             next_eval_step += args.eval_freq
-            returns = evaluate(inference_policy, eval_envs, low, high, device, args.seed + 10_000)
+            returns = evaluate(inference_policy, eval_envs, low, high, device)
             last_eval_return, elapsed = float(returns.mean()), time.time() - start_time
             writer.add_scalar("eval/episodic_return", last_eval_return, global_step)
             eval_csv.writerow([global_step, last_eval_return, float(returns.std()), nfe, round(elapsed, 2)])

@@ -20,8 +20,8 @@ from evaluations import read_evaluations  # noqa: E402,F401  (tests import it fr
 TINY_ARGS = {
     "sac_baseline": [],
     "td3_baseline": [],
-    "fpmd_r": ["--num-particles", "4", "--flow-steps", "2"],
-    "fpmd_m": ["--num-particles", "4"],
+    "fpmd_r": ["--num-particles", "4", "--flow-steps", "2", "--budget-includes-warmup"],  # the shared step schedule
+    "fpmd_m": ["--num-particles", "4", "--budget-includes-warmup"],
     "mfpo": ["--num-policy-samples", "4", "--num-gaussian-samples", "4", "--num-candidates", "3"],
 }
 ALGOS = [name for name in TINY_ARGS if (ROOT / f"{name}.py").exists()]

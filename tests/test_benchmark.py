@@ -33,6 +33,7 @@ def test_dry_run_lists_every_algo_env_seed_command(tmp_path):
         budget = int(re.search(r"--total-timesteps (\d+)", line).group(1))
         assert budget == (5_000_000 if "Humanoid" in line and "/fpmd_" in line else 1_000_000), line
         assert ("--no-use-cdq" in line) == ("/mfpo.py" in line and "HalfCheetah" in line), line
+        assert "--eval-freq 25000 --eval-episodes 20" in line  # Table 1's evaluation protocol for every file
 
     selected = benchmark("--dry-run", "--algos", "sac_baseline td3_baseline", "--envs", "Hopper-v4 Ant-v4",
                          "--seeds", "1 2 3", "--total-timesteps", "5000", "--", "--eval-episodes", "3")
@@ -59,6 +60,7 @@ def test_tiny_benchmark_summary_and_rerun_skips(tmp_path):
     assert summary.returncode == 0, summary.stderr
     table = (tmp_path / "summary" / "table.md").read_text()
     assert "| Pendulum-v1 |" in table and table.count("[2]") == 2  # both algorithms, two seeds each
+    assert "| Pendulum-v1 | sac_baseline | 2 | 200 | 200 | 2 |" in table  # the protocol: 2 evaluations of 2 episodes
     assert (tmp_path / "summary" / "table.csv").read_text().count("Pendulum-v1") == 2
     assert "sac_baseline" in (tmp_path / "summary" / "walltime.md").read_text()
     png = tmp_path / "summary" / "curves" / "Pendulum-v1.png"

@@ -1,5 +1,5 @@
 """FPMD-R's math against closed forms: the Boltzmann tilt of eq. 2 learned through eq. 8, the one-step sampling
-error of Prop. 2, the noise schedule's fixed point, best-of-N selection (eq. 18) and the lr schedule."""
+error of Prop. 2, the noise schedule's fixed point and the lr schedule (best-of-N and the weights: test_fpmd_release.py)."""
 
 import math
 
@@ -55,7 +55,7 @@ def test_exp_weights_learn_the_boltzmann_tilt_and_uniform_weights_do_not():
     tilted_mean = slope * sigma**2 / temperature  # eq. 2: N(0, sigma^2) exp(c a / lambda) = N(c sigma^2 / lambda, sigma^2)
     draw = lambda n: sigma * torch.randn(n, 1)
     for weighting, expected_mean in (("exp", tilted_mean), ("uniform", 0.0)):
-        weights_of = lambda a: fpmd_r.policy_weights(slope * a[:, 0], torch.tensor(1.0), torch.tensor(temperature), weighting)
+        weights_of = lambda a: fpmd_r.policy_weights(slope * a[:, 0], torch.tensor(0.0), torch.tensor(1.0), torch.tensor(temperature), weighting)
         policy = train_flow(fpmd_r, draw, weights_of)
         samples = sample(fpmd_r, policy, torch.randn(8192, 1), 20)
         assert samples.mean().item() == pytest.approx(expected_mean, abs=0.06), weighting
@@ -96,31 +96,6 @@ def test_noise_schedule_drives_sigma_from_half_to_its_fixed_point():
     assert sigmas[0] == pytest.approx(0.5, rel=0.01)
     assert sigmas[-1] == pytest.approx(math.exp(-2) / math.sqrt(2 * math.pi), rel=0.03)  # 0.054
     assert sigmas[300] > 0.06  # it decays gradually (one Adam step of 7e-3 in log alpha at a time)
-
-
-def test_best_of_n_keeps_the_particle_of_highest_min_q():
-    fpmd_r = load_algo("fpmd_r")
-    still = lambda obs, x, t: torch.zeros_like(x)  # v = 0: every particle stays at its noise x0
-    qf1 = lambda obs, a: -(a - 0.3).pow(2).sum(-1)
-    qf2 = lambda obs, a: -(a - 0.3).pow(2).sum(-1) - obs[:, 0] * a[:, 0]  # min(Q1, Q2) differs from Q1
-    torch.manual_seed(0)
-    obs, x0 = torch.rand(7, 3), 0.5 * torch.randn(7, 16, 2)
-    chosen = fpmd_r.best_of_n(still, qf1, qf2, obs, x0, num_steps=3, noise_std=torch.tensor(0.0))
-    for b in range(7):
-        scores = [min(qf1(obs[b : b + 1], x0[b, i : i + 1]), qf2(obs[b : b + 1], x0[b, i : i + 1])).item() for i in range(16)]
-        expected = x0[b, max(range(16), key=scores.__getitem__)].clamp(-1, 1)
-        assert torch.equal(chosen[b], expected)
-
-
-def test_weights_are_exp_q_over_lambda_up_to_a_constant():
-    fpmd_r = load_algo("fpmd_r")
-    q = torch.tensor([0.1, -0.4, 0.9, 0.0])
-    weights = fpmd_r.policy_weights(q, torch.tensor(1.0), torch.tensor(0.5), "exp")
-    ratio = weights / torch.exp(q / 0.5)
-    assert torch.allclose(ratio, ratio[0].expand(4))
-    clipped = fpmd_r.policy_weights(torch.tensor([0.0, 100.0]), torch.tensor(1.0), torch.tensor(1.0), "exp")
-    assert clipped.max() <= math.exp(3.0) + 1e-4  # z is clipped at 3
-    assert torch.equal(fpmd_r.policy_weights(q, torch.tensor(1.0), torch.tensor(0.5), "uniform"), torch.ones(4))
 
 
 def test_policy_lr_schedule():

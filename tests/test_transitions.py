@@ -48,9 +48,17 @@ def test_truncated_episode_keeps_its_bootstrap(algo):
     assert target.item() == pytest.approx(rb.rewards[last].item() + 9.9)  # bootstraps through the time limit
 
 
+def test_termination_cuts_the_bootstrap(algo):
+    module = load_algo(algo)
+    rewards, terminations = torch.tensor([1.5, 1.5, -2.0]), torch.tensor([1.0, 0.0, 1.0])
+    target = module.td_target(rewards, terminations, torch.tensor([10.0, 10.0, 7.0]), 0.99)
+    assert torch.allclose(target, torch.tensor([1.5, 1.5 + 9.9, -2.0]))
+
+
 def test_actions_map_to_per_dimension_bounds(algo):
     module = load_algo(algo)
     low, high = torch.tensor([-0.4, -2.0, 0.0]), torch.tensor([0.4, 2.0, 1.0])
-    actions = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [0.0, 0.5, 0.0]])
+    actions = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [0.0, 0.5, 0.0], [1.7, -3.0, 0.0]])
     env_actions = module.action_to_env(actions, low, high)
-    np.testing.assert_allclose(env_actions, [[-0.4, -2.0, 0.0], [0.4, 2.0, 1.0], [0.0, 1.0, 0.5]], atol=1e-7)
+    expected = [[-0.4, -2.0, 0.0], [0.4, 2.0, 1.0], [0.0, 1.0, 0.5], [0.4, -2.0, 0.5]]  # outside [-1, 1]: clipped first
+    np.testing.assert_allclose(env_actions, expected, atol=1e-7)

@@ -5,7 +5,10 @@
 Reads every {env}__{algo}__{seed}/evaluations.csv under RUNS_DIR (partial runs included) and writes to --out:
   table.md / table.csv        the FPMD paper's Table 1 form: best return (the max over evaluations of the
                               across-episode mean, per seed), mean +- std over seeds, the paper's number beside it,
-                              the final-return mean +- std and the number of seeds found;
+                              the final-return mean +- std, the number of seeds found, and the evaluation protocol
+                              the runs used (evaluations per run, their spacing, episodes each): the best of many
+                              noisy evaluations is higher than the best of few, so a table is only comparable with
+                              one of the same protocol (the FPMD paper: 40 evaluations of 20 episodes per 1M steps);
   walltime.md                 wall time, env steps reached and env steps/s of the runs;
   curves/{env}.png            eval return against env steps, mean +- std band over seeds per algorithm.
 Std is over seeds with ddof = 0. Pusher-v5 rows are compared with the paper's Pusher-v4 numbers.
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluations import read_evaluations  # noqa: E402
+from evaluations import read_evaluations, run_arguments  # noqa: E402
 
 # FPMD paper (arXiv 2507.23675), Table 1: best mean return +- std over 5 seeds, as SPEC.md section 6 lists it.
 PAPER_TABLE_1 = {
@@ -51,6 +54,18 @@ def load_runs(runs_dir: Path) -> dict[tuple[str, str], dict[int, list[dict[str, 
     return runs
 
 
+def evaluation_protocol(runs_dir: Path, env: str, algo: str, seeds: dict[int, list]) -> dict[str, str]:
+    """How a group's runs were evaluated: evaluations per run, their spacing and first step, episodes each (from the
+    run's logged arguments). A field on which the seeds disagree lists their values."""
+    fields = defaultdict(set)
+    for seed, rows in seeds.items():
+        fields["evaluations"].add(str(len(rows)))
+        fields["eval_every"].add(f"{rows[1]['global_step'] - rows[0]['global_step']:.0f}" if len(rows) > 1 else "-")
+        fields["first_eval_step"].add(f"{rows[0]['global_step']:.0f}")
+        fields["eval_episodes"].add(run_arguments(runs_dir / f"{env}__{algo}__{seed}").get("eval_episodes", "?"))
+    return {name: "/".join(sorted(values, key=lambda v: (len(v), v))) for name, values in fields.items()}
+
+
 def env_base(env_id: str) -> str:
     return env_id.split("-")[0]
 
@@ -72,7 +87,7 @@ def fmt(mean: float, std: float) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def write_tables(runs, out: Path) -> None:
+def write_tables(runs, runs_dir: Path, out: Path) -> None:
     envs, algos = ordered(runs)
     records = []
     for env in envs:
@@ -86,7 +101,8 @@ def write_tables(runs, out: Path) -> None:
             paper = PAPER_TABLE_1.get(env_base(env), {}).get(algo)
             records.append({"env": env, "algo": algo, "num_seeds": len(seeds), "best_mean": best[0], "best_std": best[1],
                             "final_mean": final[0], "final_std": final[1], "min_steps": min(steps), "max_steps": max(steps),
-                            "paper_best_mean": paper[0] if paper else "", "paper_best_std": paper[1] if paper else ""})
+                            "paper_best_mean": paper[0] if paper else "", "paper_best_std": paper[1] if paper else "",
+                            **evaluation_protocol(runs_dir, env, algo, seeds)})
     with open(out / "table.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(records[0]) if records else ["env"], lineterminator="\n")
         writer.writeheader()
@@ -112,6 +128,11 @@ def write_tables(runs, out: Path) -> None:
     for env in envs:
         cells = [fmt(by_key[(env, a)]["final_mean"], by_key[(env, a)]["final_std"]) if (env, a) in by_key else "" for a in algos]
         lines.append(f"| {env} | " + " | ".join(cells) + " |")
+    lines += ["", "Evaluation protocol of these runs (the FPMD paper's: 40 evaluations per run, every 25000 env steps after "
+              "the 30000 warm-up steps, 20 episodes each):", "",
+              "| env | algo | evaluations per run | every (env steps) | first at step | episodes each |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['env']} | {r['algo']} | {r['evaluations']} | {r['eval_every']} | {r['first_eval_step']} | {r['eval_episodes']} |"
+              for r in records]
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 
@@ -177,7 +198,7 @@ def main() -> None:
     if not runs:
         sys.exit(f"summarize.py: error: no {{env}}__{{algo}}__{{seed}} runs with evaluations under {args.runs_dir}")
     args.out.mkdir(parents=True, exist_ok=True)
-    write_tables(runs, args.out)
+    write_tables(runs, args.runs_dir, args.out)
     write_walltime(runs, args.out)
     plots = [] if args.no_plots else plot_curves(runs, args.out)
     print(f"{len(runs)} (env, algo) pairs from {sum(len(s) for s in runs.values())} runs -> "
