@@ -13,6 +13,7 @@
 #   --seeds LIST            [SEEDS]; default "1 2 3 4 5"
 #   --total-timesteps N     one budget for every run [TOTAL_TIMESTEPS]; default: the papers' per-task budgets
 #   --workers N             parallel local runs, or the Slurm array's concurrency [WORKERS]; default 1
+#   --checkpoint-freq N     each run writes a checkpoint every N env steps, 0 for none [CHECKPOINT_FREQ]; default 50000
 #   --out DIR               where runs/, logs/ and interrupted/ go [OUT]; default benchmark_runs
 #   --dry-run               print the commands that would run
 #   --slurm                 write and submit a Slurm job array instead of running locally, with
@@ -20,9 +21,11 @@
 #
 # Every run is evaluated as the FPMD paper's Table 1 was: every 25k env steps, 20 episodes (flags after -- override).
 # Runs are named {env}__{algo}__{seed} under OUT/runs. A run whose evaluations.csv reached its final step is
-# finished and skipped; any other run directory (an interrupted run) is moved to OUT/interrupted/ and the run
-# starts again; a failing run writes OUT/logs/{run}.log and the others go on. The last line sums it up, and the
-# exit status is non-zero if any run failed. With several GPUs visible, each local worker gets its own GPU.
+# finished and skipped; an interrupted run with a checkpoint continues from it (--resume); one without (killed before
+# its first checkpoint) is moved to OUT/interrupted/ and starts again. A failing run writes OUT/logs/{run}.log and the
+# others go on. The last line sums it up, and the exit status is non-zero if any run failed. With several GPUs
+# visible, each local worker gets its own GPU. Slurm array tasks are submitted with --requeue: a preempted task
+# comes back and resumes (the file checkpoints on the SIGTERM that Slurm sends first).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,6 +35,7 @@ ENVS=${ENVS:-$PAPER_ENVS}
 SEEDS=${SEEDS:-"1 2 3 4 5"}
 TOTAL_TIMESTEPS=${TOTAL_TIMESTEPS:-}
 WORKERS=${WORKERS:-1}
+CHECKPOINT_FREQ=${CHECKPOINT_FREQ:-50000}
 OUT=${OUT:-benchmark_runs}
 PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 DRY_RUN=0 SLURM=0 RUN_ONE=()
@@ -46,6 +50,7 @@ while (($#)); do
     --seeds) SEEDS=$2; shift 2 ;;
     --total-timesteps) TOTAL_TIMESTEPS=$2; shift 2 ;;
     --workers) WORKERS=$2; shift 2 ;;
+    --checkpoint-freq) CHECKPOINT_FREQ=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     --slurm) SLURM=1; shift ;;
@@ -57,6 +62,7 @@ while (($#)); do
 done
 [[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "--workers must be a positive integer, got '$WORKERS'"
 [[ -z $TOTAL_TIMESTEPS || $TOTAL_TIMESTEPS =~ ^[1-9][0-9]*$ ]] || die "--total-timesteps must be a positive integer"
+[[ $CHECKPOINT_FREQ =~ ^[0-9]+$ ]] || die "--checkpoint-freq must be a non-negative integer, got '$CHECKPOINT_FREQ'"
 for algo in $ALGOS; do [[ -f $ROOT/$algo.py ]] || die "no algorithm file $ROOT/$algo.py"; done
 OUT=$(realpath -m "$OUT")
 
@@ -71,7 +77,7 @@ build_command() {  # ALGO ENV SEED: the training command, into the array CMD
   CMD=("$PYTHON" "$ROOT/$1.py" --env-id "$2" --seed "$3" --run-name "${2}__${1}__${3}" --total-timesteps "$(budget "$1" "$2")")
   # the FPMD paper's evaluation protocol (40 evaluations of 20 episodes per 1M steps; the FPMD files' defaults) for
   # every file: the best of many noisy evaluations is higher than the best of few, so the table compares like with like
-  CMD+=(--eval-freq 25000 --eval-episodes 20)
+  CMD+=(--eval-freq 25000 --eval-episodes 20 --checkpoint-freq "$CHECKPOINT_FREQ")
   [[ $1 == mfpo && $2 == HalfCheetah-* ]] && CMD+=(--no-use-cdq)  # the MFPO paper's one per-task flag
   CMD+=("${EXTRA[@]}")
 }
@@ -91,13 +97,20 @@ run_one() {  # ALGO ENV SEED
   local dir=$OUT/runs/$name log=$OUT/logs/$name.log
   if finished "$dir" "$total"; then echo "skip    $name (finished)"; return 10; fi
   mkdir -p "$OUT/logs" "$OUT/interrupted"
-  if [[ -e $dir ]]; then  # an interrupted run: keep what it wrote, start it again cleanly
-    mv "$dir" "$OUT/interrupted/$name.$(date +%s)"
-    [[ -f $log ]] && mv "$log" "$OUT/interrupted/$name.$(date +%s).log"
-  fi
-  echo "start   $name"
   build_command "$algo" "$env" "$seed"
-  (cd "$OUT" && exec "${CMD[@]}") >"$log" 2>&1
+  if [[ -f $dir/checkpoint.pt ]]; then  # an interrupted run with a checkpoint: go on from it
+    echo "resume  $name (from its checkpoint)"
+    CMD+=(--resume)
+    echo "--- resumed $(date)" >>"$log"
+  else
+    if [[ -e $dir ]]; then  # interrupted before its first checkpoint: keep what it wrote, start it again cleanly
+      mv "$dir" "$OUT/interrupted/$name.$(date +%s)"
+      [[ -f $log ]] && mv "$log" "$OUT/interrupted/$name.$(date +%s).log"
+    fi
+    echo "start   $name"
+    : >"$log"
+  fi
+  (cd "$OUT" && exec "${CMD[@]}") >>"$log" 2>&1
   local status=$?
   if ((status == 0)) && finished "$dir" "$total"; then echo "done    $name"; return 0; fi
   echo "FAILED  $name (exit $status; see $log: $(tail -n 1 "$log" 2>/dev/null))"
@@ -135,9 +148,11 @@ if ((SLURM)); then
     echo "#SBATCH --job-name=flowpolicy-benchmark"
     echo "#SBATCH --array=1-${#RUNS[@]}%$WORKERS"
     echo "#SBATCH --output=$OUT/slurm/%A_%a.out"
+    echo "#SBATCH --open-mode=append"
+    echo "#SBATCH --requeue"
     for flag in "${SBATCH_FLAGS[@]}"; do echo "#SBATCH $flag"; done
     echo "# one line of runs.txt per array task: the same resumability rules as a local run"
-    printf 'export PYTHON=%q TOTAL_TIMESTEPS=%q\n' "$PYTHON" "$TOTAL_TIMESTEPS"
+    printf 'export PYTHON=%q TOTAL_TIMESTEPS=%q CHECKPOINT_FREQ=%q\n' "$PYTHON" "$TOTAL_TIMESTEPS" "$CHECKPOINT_FREQ"
     printf 'exec bash %q --out %q --run-one $(sed -n "${SLURM_ARRAY_TASK_ID}p" %q)' "$ROOT/benchmark.sh" "$OUT" "$OUT/slurm/runs.txt"
     ((${#EXTRA[@]})) && printf ' -- %s' "$(printf '%q ' "${EXTRA[@]}")"
     echo

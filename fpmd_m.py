@@ -46,6 +46,7 @@ import csv
 import math
 import os
 import random
+import signal
 import sys
 import time
 import warnings
@@ -97,6 +98,10 @@ class Args:
     """evaluate the inference policy every this many env steps (and at the end); 25k: 40 evaluations per 1M steps"""
     eval_episodes: int = 20
     """episodes per evaluation, run in parallel envs seeded once from seed + 10_000 (new starts every evaluation)"""
+    checkpoint_freq: int = 0
+    """write runs/{run_name}/checkpoint.pt every this many env steps (0: only when stopped by SIGTERM)"""
+    resume: bool = False
+    """continue runs/{run_name} from its checkpoint.pt; pass the run's other flags unchanged"""
     budget_includes_warmup: bool = False
     """if toggled, --total-timesteps and the evaluation schedule count the --learning-starts warm-up steps too;
     by default they count from the end of the warm-up, as the release does"""
@@ -155,6 +160,10 @@ def find_arg_problem(args: Args) -> str | None:
         return f"--batch-size ({args.batch_size}) must not exceed --buffer-size ({args.buffer_size})"
     if args.learning_starts < 0:
         return f"--learning-starts must be >= 0, got {args.learning_starts}"
+    if args.checkpoint_freq < 0:
+        return f"--checkpoint-freq must be >= 0, got {args.checkpoint_freq}"
+    if args.resume and not args.run_name:
+        return "--resume needs the --run-name of the run to continue"
     if not 0.0 <= args.gamma <= 1.0:
         return f"--gamma must lie in [0, 1], got {args.gamma}"
     if not 0.0 < args.tau <= 1.0:
@@ -282,6 +291,8 @@ def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args:
 class ReplayBuffer:
     """Transitions (s, a, r, s', terminated) in tensors preallocated on the training device; a batch is a gather."""
 
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminations")
+
     def __init__(self, capacity: int, obs_dim: int, action_dim: int, device: torch.device, seed: int):
         self.capacity, self.size, self.pos, self.device = capacity, 0, 0, device
         self.obs = torch.zeros((capacity, obs_dim), device=device)
@@ -306,6 +317,17 @@ class ReplayBuffer:
     def sample(self, batch_size: int) -> tuple[torch.Tensor, ...]:
         idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=self.generator)
         return self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminations[idx]
+
+    def state_dict(self) -> dict:
+        """The filled rows only, copied to the host, with the write position and the sampling generator."""
+        rows = {name: getattr(self, name)[: self.size].to("cpu", copy=True) for name in self.FIELDS}
+        return {"size": self.size, "pos": self.pos, "generator": self.generator.get_state(), **rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.size, self.pos = state["size"], state["pos"]
+        for name in self.FIELDS:
+            getattr(self, name)[: self.size] = state[name].to(self.device)
+        self.generator.set_state(state["generator"])
 
 
 # ALGO LOGIC: the math, as pure functions (tests import these)
@@ -449,14 +471,87 @@ def log_losses(writer: SummaryWriter, losses: dict[str, torch.Tensor], global_st
     return None
 
 
+def open_evaluations(path: str, resume_step: int | None):
+    """evaluations.csv, open for appending one flushed row per evaluation: a new file with its header, or on --resume
+    the run's own rows up to the checkpoint's step (later rows are evaluated again). Rewritten atomically."""
+    lines = ["global_step,mean_return,std_return,nfe,wall_time_s"]
+    if resume_step is not None and os.path.exists(path):
+        with open(path) as f:
+            rows = f.read().split("\n")[1:-1]  # complete rows only: a kill mid-write leaves one without its "\n"
+        lines += [row for row in rows if int(row.split(",")[0]) <= resume_step]
+    with open(path + ".tmp", "w") as f:
+        f.write("".join(line + "\n" for line in lines))
+    os.replace(path + ".tmp", path)
+    return open(path, "a", newline="")
+
+
+def training_state(args: Args, modules: dict, tensors: dict, counters: dict, rb: ReplayBuffer, vector_envs: list) -> dict:
+    """Everything the loop needs to go on: the networks' and optimizers' state dicts (`modules`), the loose tensors
+    (temperature, running statistics), the loop's counters, the filled replay buffer, and every random state:
+    python, numpy, torch (CPU and CUDA), the buffer's generator and each env's."""
+    random_states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                     "envs": [[env.np_random.bit_generator.state for env in vec.unwrapped.envs] for vec in vector_envs]}
+    return {"args": asdict(args), "modules": {name: module.state_dict() for name, module in modules.items()},
+            "tensors": {name: tensor.detach().clone() for name, tensor in tensors.items()}, "counters": counters,
+            "buffer": rb.state_dict(), "random": random_states}
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Write to a temporary file beside `path`, then rename it over `path`: a kill during the write leaves the
+    previous checkpoint whole."""
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+RESUME_MAY_CHANGE = {"resume", "checkpoint_freq", "cuda", "capture_video", "save_model"}  # every other flag must match
+
+
+def read_checkpoint(path: str, args: Args) -> tuple[dict | None, str | None]:
+    """The checkpoint that --resume continues, or why there is none to continue with these arguments."""
+    if not os.path.exists(path):
+        return None, f"--resume: no checkpoint {path} (written by --checkpoint-freq or SIGTERM, deleted at the end of a run)"
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # the run's own file; it holds RNG states
+    saved, current = checkpoint["args"], asdict(args)
+    for name in sorted((saved.keys() | current.keys()) - RESUME_MAY_CHANGE):
+        if saved.get(name) != current.get(name):
+            flag = f"--{name.replace('_', '-')}"
+            return None, f"--resume: {path} was written with {flag} {saved.get(name)!r}, not {current.get(name)!r}"
+    return checkpoint, None
+
+
+def restore_training_state(state: dict, modules: dict, tensors: dict, rb: ReplayBuffer, vector_envs: list) -> dict:
+    """Load a training_state into the live objects, in place; return its counters."""
+    for name, module in modules.items():
+        module.load_state_dict(state["modules"][name])
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            tensor.copy_(state["tensors"][name])
+    rb.load_state_dict(state["buffer"])
+    random.setstate(state["random"]["python"])
+    np.random.set_state(state["random"]["numpy"])
+    torch.set_rng_state(state["random"]["torch"])
+    if torch.cuda.is_available() and state["random"]["cuda"]:
+        torch.cuda.set_rng_state_all(state["random"]["cuda"])
+    for vec, env_states in zip(vector_envs, state["random"]["envs"]):
+        for env, env_state in zip(vec.unwrapped.envs, env_states):
+            env.np_random.bit_generator.state = env_state
+    return state["counters"]
+
+
 def main(args: Args) -> None:
     problem = find_arg_problem(args)
     if problem:
         sys.exit(f"{args.exp_name}: error: {problem}")
     run_name = args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = os.path.join("runs", run_name)
-    if os.path.exists(os.path.join(run_dir, "evaluations.csv")):
-        sys.exit(f"{args.exp_name}: error: {run_dir} already holds results; pick another --run-name")
+    checkpoint_path, checkpoint = os.path.join(run_dir, "checkpoint.pt"), None
+    if args.resume:
+        checkpoint, problem = read_checkpoint(checkpoint_path, args)
+        if problem:
+            sys.exit(f"{args.exp_name}: error: {problem}")
+    elif os.path.exists(os.path.join(run_dir, "evaluations.csv")):
+        sys.exit(f"{args.exp_name}: error: {run_dir} already holds results; pick another --run-name (or continue it: --resume)")
 
     warnings.filterwarnings("ignore", ".*is out of date", DeprecationWarning)  # the -v4 tasks are the papers' choice
     # TRY NOT TO MODIFY: seeding
@@ -479,12 +574,12 @@ def main(args: Args) -> None:
     low = torch.as_tensor(envs.single_action_space.low, dtype=torch.float32, device=device)
     high = torch.as_tensor(envs.single_action_space.high, dtype=torch.float32, device=device)
 
-    writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-    eval_file = open(os.path.join(run_dir, "evaluations.csv"), "w", newline="")
+    resume_step = checkpoint["counters"]["global_step"] if checkpoint else None
+    writer = SummaryWriter(run_dir, purge_step=resume_step + 1 if checkpoint else None)  # resumed: drop later events
+    if not checkpoint:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    eval_file = open_evaluations(os.path.join(run_dir, "evaluations.csv"), resume_step)
     eval_csv = csv.writer(eval_file, lineterminator="\n")  # plain lines, for awk and tail as much as for csv readers
-    eval_csv.writerow(["global_step", "mean_return", "std_return", "nfe", "wall_time_s"])
-    eval_file.flush()
 
     # ALGO LOGIC: networks and optimizers
     networks = {name: net.to(device) for name, net in make_networks(obs_dim, action_dim, (high - low) / 2, args).items()}
@@ -494,7 +589,6 @@ def main(args: Args) -> None:
     policy_optimizer = torch.optim.Adam(policy.parameters(), lr=args.policy_lr)
     log_alpha = torch.tensor(math.log(args.alpha_init), device=device, requires_grad=True)
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr)
-    alpha = log_alpha.exp().detach()  # a tensor, so that reading it never syncs with the device
     q_mean, q_std = torch.zeros((), device=device), torch.ones((), device=device)  # running statistics of Q [release]
     inference_policy, nfe = make_inference_policy(networks, action_dim, args)
 
@@ -504,17 +598,30 @@ def main(args: Args) -> None:
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, device, args.seed)
 
-    # TRY NOT TO MODIFY: start the game
-    start_time = time.time()
-    learning_start_time, learning_start_step = None, 0
+    # TRY NOT TO MODIFY: the loop's state, everything a checkpoint holds; --resume continues from a checkpoint's
+    modules = {**networks, "q_optimizer": q_optimizer, "policy_optimizer": policy_optimizer, "alpha_optimizer": alpha_optimizer}
+    tensors = {"log_alpha": log_alpha, "q_mean": q_mean, "q_std": q_std}
     budget_start = 0 if args.budget_includes_warmup else args.learning_starts  # the release counts after the warm-up
     final_step = budget_start + args.total_timesteps
-    num_updates, next_eval_step = 0, budget_start + args.eval_freq
-    last_train_return, last_eval_return = float("nan"), float("nan")
+    counters = {"global_step": 0, "num_updates": 0, "next_eval_step": budget_start + args.eval_freq, "elapsed_time": 0.0,
+                "next_checkpoint_step": args.checkpoint_freq, "last_train_return": math.nan, "last_eval_return": math.nan}
+    if checkpoint:
+        counters = restore_training_state(checkpoint, modules, tensors, rb, [envs, eval_envs])
+        del checkpoint  # the buffer's host copy
+    global_step, num_updates = counters["global_step"], counters["num_updates"]
+    next_eval_step, next_checkpoint_step = counters["next_eval_step"], counters["next_checkpoint_step"]
+    last_train_return, last_eval_return = counters["last_train_return"], counters["last_eval_return"]
+    alpha = log_alpha.exp().detach()  # a tensor, so that reading it never syncs with the device
     losses: dict[str, torch.Tensor] = {}
+    sigterm = []  # Slurm's notice before a time limit or preemption: checkpoint at the end of the iteration and stop
+    previous_sigterm_handler = signal.signal(signal.SIGTERM, lambda *_: sigterm.append(True))
+
+    # TRY NOT TO MODIFY: start the game
+    start_time, next_progress_time = time.time() - counters["elapsed_time"], time.time() + 30
+    learning_start_time, learning_start_step = (time.time(), global_step) if global_step > args.learning_starts else (None, 0)
     num_iterations = -(-final_step // args.num_envs)
-    obs, _ = envs.reset(seed=args.seed)
-    for iteration in range(1, num_iterations + 1):
+    obs, _ = envs.reset(seed=None if resume_step else args.seed)  # a resumed run starts new episodes
+    for iteration in range(global_step // args.num_envs + 1, num_iterations + 1):
         global_step = iteration * args.num_envs
         # ALGO LOGIC: put action logic here
         with torch.no_grad():
@@ -593,7 +700,11 @@ def main(args: Args) -> None:
             writer.add_scalar("eval/episodic_return", last_eval_return, global_step)
             eval_csv.writerow([global_step, last_eval_return, float(returns.std()), nfe, round(elapsed, 2)])
             eval_file.flush()
-            rate = (global_step - learning_start_step) / (time.time() - (learning_start_time or start_time))
+            writer.flush()  # a killed run keeps its evaluations in TensorBoard too
+
+        if evaluating or time.time() >= next_progress_time:  # a progress line at least every 30 s
+            next_progress_time = time.time() + 30
+            rate = (global_step - learning_start_step) / max(time.time() - (learning_start_time or start_time), 1e-9)
             eta = (final_step - global_step) / max(rate, 1e-9)
             print(
                 f"global_step {global_step}/{final_step} | {rate:.0f} steps/s | ETA {eta / 60:.1f} min"
@@ -601,6 +712,22 @@ def main(args: Args) -> None:
                 flush=True,
             )
 
+        # TRY NOT TO MODIFY: checkpoint every --checkpoint-freq env steps and on SIGTERM
+        checkpoint_due = args.checkpoint_freq > 0 and global_step >= next_checkpoint_step
+        if checkpoint_due:
+            next_checkpoint_step += args.checkpoint_freq
+        if sigterm or (checkpoint_due and iteration < num_iterations):
+            counters = {"global_step": global_step, "num_updates": num_updates, "next_eval_step": next_eval_step,
+                        "next_checkpoint_step": next_checkpoint_step, "elapsed_time": time.time() - start_time,
+                        "last_train_return": last_train_return, "last_eval_return": last_eval_return}
+            save_checkpoint(checkpoint_path, training_state(args, modules, tensors, counters, rb, [envs, eval_envs]))
+        if sigterm:
+            writer.close()
+            sys.exit(f"{args.exp_name}: stopped by SIGTERM at global_step {global_step}; {checkpoint_path} written, continue with --resume")
+
+    signal.signal(signal.SIGTERM, previous_sigterm_handler)
+    if os.path.exists(checkpoint_path):
+        os.remove(checkpoint_path)  # the run is complete: nothing is left to resume
     if args.save_model:
         model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
         torch.save({"args": asdict(args), **{k: v.state_dict() for k, v in networks.items()}}, model_path)

@@ -15,6 +15,9 @@ COMMON_BAD_INPUT = [
     (["--batch-size", "0"], "--batch-size"),
     (["--num-envs", "0"], "--num-envs"),
     (["--eval-episodes", "0"], "--eval-episodes"),
+    (["--checkpoint-freq", "-1"], "--checkpoint-freq"),
+    (["--resume"], "--run-name"),
+    (["--resume", "--run-name", "never-ran"], "no checkpoint runs/never-ran/checkpoint.pt"),
 ]
 # Each algorithm's own flags that must be rejected.
 ALGO_BAD_INPUT = {

@@ -33,7 +33,7 @@ def test_dry_run_lists_every_algo_env_seed_command(tmp_path):
         budget = int(re.search(r"--total-timesteps (\d+)", line).group(1))
         assert budget == (5_000_000 if "Humanoid" in line and "/fpmd_" in line else 1_000_000), line
         assert ("--no-use-cdq" in line) == ("/mfpo.py" in line and "HalfCheetah" in line), line
-        assert "--eval-freq 25000 --eval-episodes 20" in line  # Table 1's evaluation protocol for every file
+        assert "--eval-freq 25000 --eval-episodes 20 --checkpoint-freq 50000" in line  # Table 1's protocol; resumable
 
     selected = benchmark("--dry-run", "--algos", "sac_baseline td3_baseline", "--envs", "Hopper-v4 Ant-v4",
                          "--seeds", "1 2 3", "--total-timesteps", "5000", "--", "--eval-episodes", "3")
@@ -67,28 +67,52 @@ def test_tiny_benchmark_summary_and_rerun_skips(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_killed_run_restarts_cleanly_without_duplicate_rows(tmp_path):
-    out = tmp_path / "out"
-    args = ["--algos", "sac_baseline", "--envs", "Pendulum-v1", "--seeds", "1", "--total-timesteps", "1200", "--out", str(out),
-            "--", "--learning-starts", "300", "--eval-freq", "100", "--eval-episodes", "1", "--no-cuda"]
+def kill_benchmark_when(args: list[str], condition) -> None:
+    """Run benchmark.sh in the background and SIGKILL it and its training process, mid-run, once `condition()`."""
     environment = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(["bash", str(BENCHMARK), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=environment, start_new_session=True)
-    run_dir = out / "runs" / "Pendulum-v1__sac_baseline__1"
     deadline = time.time() + 300
-    while len(read_evaluations(run_dir)) < 4 and time.time() < deadline:
-        time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGKILL)  # the script and its training process, mid-run
+    while not condition() and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+KILLED_RUN = ["--algos", "sac_baseline", "--envs", "Pendulum-v1", "--seeds", "1", "--total-timesteps", "1200"]
+KILLED_RUN_FLAGS = ["--", "--learning-starts", "300", "--eval-freq", "100", "--eval-episodes", "1", "--no-cuda"]
+
+
+def test_run_killed_before_a_checkpoint_restarts_cleanly_without_duplicate_rows(tmp_path):
+    out = tmp_path / "out"
+    args = [*KILLED_RUN, "--out", str(out), *KILLED_RUN_FLAGS]  # the default checkpoint frequency: none within 1200 steps
+    run_dir = out / "runs" / "Pendulum-v1__sac_baseline__1"
+    kill_benchmark_when(args, lambda: len(read_evaluations(run_dir)) >= 4)
     partial = read_evaluations(run_dir)
     assert 4 <= len(partial) < 12
 
-    resumed = benchmark(*args)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    restarted = benchmark(*args)
+    assert restarted.returncode == 0 and "start   Pendulum-v1__sac_baseline__1" in restarted.stdout
     steps = [row["global_step"] for row in read_evaluations(run_dir)]
     assert steps == [100.0 * i for i in range(1, 13)]  # complete, each evaluation once
     kept = list((out / "interrupted").glob("Pendulum-v1__sac_baseline__1.*"))
     assert any(read_evaluations(path) == partial for path in kept if path.is_dir())  # the partial run was kept
+
+
+def test_run_killed_after_a_checkpoint_resumes_from_it(tmp_path):
+    out = tmp_path / "out"
+    args = [*KILLED_RUN, "--checkpoint-freq", "400", "--out", str(out), *KILLED_RUN_FLAGS]
+    run_dir = out / "runs" / "Pendulum-v1__sac_baseline__1"
+    kill_benchmark_when(args, lambda: (run_dir / "checkpoint.pt").exists() and len(read_evaluations(run_dir)) >= 5)
+    partial = read_evaluations(run_dir)
+    assert 5 <= len(partial) < 12 and (run_dir / "checkpoint.pt").exists()
+
+    resumed = benchmark(*args)
+    assert resumed.returncode == 0 and "resume  Pendulum-v1__sac_baseline__1" in resumed.stdout, resumed.stdout
+    rows = read_evaluations(run_dir)
+    assert [row["global_step"] for row in rows] == [100.0 * i for i in range(1, 13)]  # complete, each evaluation once
+    assert rows[:4] == partial[:4]  # the evaluations up to the checkpoint at step 400 were kept, not trained again
+    assert not list((out / "interrupted").glob("Pendulum-v1__sac_baseline__1.*"))
 
 
 def test_failing_run_does_not_stop_the_others(tmp_path):
@@ -102,6 +126,6 @@ def test_failing_run_does_not_stop_the_others(tmp_path):
 
 
 def test_bad_benchmark_options_are_rejected(tmp_path):
-    for args in (["--workers", "0"], ["--algos", "no_such_algo"], ["--bogus"]):
+    for args in (["--workers", "0"], ["--algos", "no_such_algo"], ["--bogus"], ["--checkpoint-freq", "-5"]):
         result = benchmark(*args, "--dry-run", "--out", str(tmp_path))
         assert result.returncode == 2 and result.stderr.startswith("benchmark.sh: error:"), args

@@ -1,5 +1,6 @@
 """benchmark.sh --slurm against a real single-node Slurm (Debian's slurm-wlm with munge), started here: the job
-array trains every run, and a second submission skips the finished ones."""
+array trains every run, a second submission skips the finished ones, and a requeued task (as a preemption does it)
+resumes its run from the checkpoint it wrote on Slurm's SIGTERM."""
 
 import os
 import shutil
@@ -111,3 +112,31 @@ def test_slurm_job_array_trains_every_run_and_resubmission_skips(slurm_env, tmp_
     wait_for_empty_queue(slurm_env)
     assert [path.stat().st_mtime_ns for path in csvs] == stamps
     assert sum("(finished)" in path.read_text() for path in (out / "slurm").glob("*.out")) == 4
+
+
+def test_requeued_task_resumes_from_its_checkpoint(slurm_env, tmp_path):
+    out = tmp_path / "out"
+    args = ["--algos", "sac_baseline", "--envs", "Pendulum-v1", "--seeds", "1", "--total-timesteps", "3000", "--checkpoint-freq", "300",
+            "--slurm", "--out", str(out), "--", "--learning-starts", "200", "--eval-freq", "100", "--eval-episodes", "1", "--no-cuda"]
+    submitted = benchmark(*args, extra_env=slurm_env)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert "#SBATCH --requeue" in (out / "slurm" / "benchmark.sbatch").read_text()
+    run_dir = out / "runs" / "Pendulum-v1__sac_baseline__1"
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoint.pt").exists():
+        assert time.time() < deadline, "the task wrote no checkpoint"
+        time.sleep(0.2)
+    squeue = lambda *fields: subprocess.run(["squeue", "-h", "-o", " ".join(fields)], env=slurm_env, capture_output=True, text=True).stdout.split()
+    task = squeue("%i")[0]
+    subprocess.run(["scontrol", "requeue", task], env=slurm_env, check=True)  # as a preemption: SIGTERM, then back to the queue
+    while squeue("%T") != ["PENDING"]:
+        assert time.time() < deadline, "the requeued task did not return to the queue"
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "update", f"jobid={task}", "StartTime=now"], env=slurm_env, check=True)  # no requeue delay
+    wait_for_empty_queue(slurm_env)
+
+    task_log = "".join(path.read_text() for path in (out / "slurm").glob("*.out"))
+    assert "DUE TO JOB REQUEUE" in task_log and "resume  Pendulum-v1__sac_baseline__1" in task_log, task_log
+    assert "stopped by SIGTERM" in (out / "logs" / "Pendulum-v1__sac_baseline__1.log").read_text()
+    assert [row["global_step"] for row in read_evaluations(run_dir)] == [100.0 * i for i in range(1, 31)]
+    assert not (run_dir / "checkpoint.pt").exists()

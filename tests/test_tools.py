@@ -39,3 +39,13 @@ def test_learning_check_reports_steps_to_threshold(tmp_path):
                   "--out", str(tmp_path), "--", *SHORT_RUN, *TINY_ARGS["sac_baseline"])
     row = [line for line in result.stdout.splitlines() if line.startswith("| sac_baseline | 1 |")]
     assert row and row[0].split("|")[3].strip() == "200"  # the first evaluation already clears -100000
+
+
+def test_checkpoint_size_reports_a_size_that_grows_with_the_buffer():
+    table = tool("checkpoint_size.py", "--algo", "sac_baseline", "--env-id", "Pendulum-v1", "--transitions", "1000").stdout
+    small = [line.split("|") for line in table.splitlines() if line.startswith("| Pendulum-v1 |")]
+    table = tool("checkpoint_size.py", "--algo", "sac_baseline", "--env-id", "Pendulum-v1", "--transitions", "200000").stdout
+    large = [line.split("|") for line in table.splitlines() if line.startswith("| Pendulum-v1 |")]
+    assert small and large and small[0][2].strip() == "3" and small[0][3].strip() == "1"
+    # (2 x 3 + 1 + 2) float32 numbers per transition: 200000 transitions are 7.2 MB more than 1000 with the same networks
+    assert float(large[0][5]) - float(small[0][5]) == pytest.approx(199_000 * 9 * 4 / 1e6, abs=1)
