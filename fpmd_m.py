@@ -264,8 +264,12 @@ class MeanVelocityField(nn.Module):
         self.r_embedding = TimeEmbedding()
         self.net = mlp(obs_dim + action_dim + 32, action_dim)
 
+    def time_features(self, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """The inputs that depend on time alone (the last columns of the first layer's input)."""
+        return torch.cat([self.t_embedding(t), self.r_embedding(r)], -1)
+
     def forward(self, obs: torch.Tensor, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([obs, z, self.t_embedding(t), self.r_embedding(r)], -1))
+        return self.net(torch.cat([obs, z, self.time_features(t, r)], -1))
 
 
 def make_networks(obs_dim: int, action_dim: int, action_scale: torch.Tensor, args: Args) -> dict[str, nn.Module]:
@@ -278,14 +282,26 @@ def make_networks(obs_dim: int, action_dim: int, action_scale: torch.Tensor, arg
 
 def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):
     """The evaluation policy obs -> action in [-1, 1]^d: --eval-flow-steps steps of the EMA policy from
-    x0 ~ N(0, eval_prior_scale^2 I), no particles, no noise; and its network evaluations per action (NFE)."""
-    ema_policy = networks["ema_policy"]
+    x0 ~ N(0, eval_prior_scale^2 I), no particles, no noise; and its network evaluations per action (NFE).
+    Made once per evaluation, for fixed weights: the time features of each step's fixed times do not depend on the
+    state, so they are computed here and folded into the first layer's bias, and acting runs only the layers that
+    see the state, as XLA's constant folding does for the JAX code the paper timed."""
+    ema_policy, num_steps = networks["ema_policy"], args.eval_flow_steps
+    first_layer, later_layers = ema_policy.net[0], ema_policy.net[1:]
+    with torch.no_grad():
+        times = torch.arange(num_steps, device=first_layer.weight.device) / num_steps  # (t, r) = (k / K, (k + 1) / K)
+        time_features = ema_policy.time_features(times, times + 1.0 / num_steps)
+        state_columns = first_layer.in_features - time_features.shape[-1]  # the columns of (s, z)
+        state_weight = first_layer.weight[:, :state_columns].clone()
+        step_biases = list(first_layer.bias + time_features @ first_layer.weight[:, state_columns:].T)
 
     def inference_policy(obs: torch.Tensor) -> torch.Tensor:
-        x0 = args.eval_prior_scale * torch.randn(obs.shape[0], action_dim, device=obs.device)
-        return sample_actions(ema_policy, obs, x0, args.eval_flow_steps).clamp(-1.0, 1.0)
+        x = torch.randn(obs.shape[0], action_dim, device=obs.device).mul_(args.eval_prior_scale)  # in place: no copies
+        for step_bias in step_biases:  # the sampler of sample_actions, with the time folded in
+            x.add_(later_layers(F.linear(torch.cat([obs, x], -1), state_weight, step_bias)), alpha=1.0 / num_steps)
+        return x.clamp_(-1.0, 1.0)
 
-    return inference_policy, args.eval_flow_steps
+    return inference_policy, num_steps
 
 
 class ReplayBuffer:
@@ -590,7 +606,6 @@ def main(args: Args) -> None:
     log_alpha = torch.tensor(math.log(args.alpha_init), device=device, requires_grad=True)
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr)
     q_mean, q_std = torch.zeros((), device=device), torch.ones((), device=device)  # running statistics of Q [release]
-    inference_policy, nfe = make_inference_policy(networks, action_dim, args)
 
     def best_action(sampling_policy: nn.Module, obs: torch.Tensor) -> torch.Tensor:  # eq. 18 with the training sampler
         particles = sample_particles(sampling_policy, obs, args.num_particles, action_dim, args.train_prior_scale, args.flow_steps)
@@ -695,6 +710,7 @@ def main(args: Args) -> None:
 
         if evaluating:
             next_eval_step += args.eval_freq
+            inference_policy, nfe = make_inference_policy(networks, action_dim, args)  # prepared for the current weights
             returns = evaluate(inference_policy, eval_envs, low, high, device)
             last_eval_return, elapsed = float(returns.mean()), time.time() - start_time
             writer.add_scalar("eval/episodic_return", last_eval_return, global_step)

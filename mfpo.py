@@ -248,8 +248,12 @@ class MeanFlowNetwork(nn.Module):
         xavier_init(self.t_embedding.mlp)
         xavier_init(self.h_embedding.mlp)
 
+    def time_features(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The inputs that depend on time alone (the last columns of the first layer's input)."""
+        return self.t_embedding(t) + self.h_embedding(h)
+
     def forward(self, obs: torch.Tensor, x: torch.Tensor, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([x, obs, self.t_embedding(t) + self.h_embedding(h)], -1))
+        return self.net(torch.cat([x, obs, self.time_features(t, h)], -1))
 
 
 class DistributionalQNetwork(nn.Module):
@@ -273,18 +277,31 @@ def make_networks(obs_dim: int, action_dim: int, action_scale: torch.Tensor, arg
 
 def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):
     """The evaluation policy obs -> action in [-1, 1]^d: the best of --num-candidates T-step samples under the target
-    critics; and its network evaluations per action (NFE = T x candidates, the critics not counted)."""
+    critics; and its network evaluations per action (NFE = T x candidates, the critics not counted).
+    Made once per evaluation, for fixed weights: the time features of each step's fixed (t, h) do not depend on the
+    state, so they are computed here and folded into the first layer's bias, and acting runs only the layers that
+    see the state, as XLA's constant folding does for the JAX code the paper timed."""
     policy, qf1_target, qf2_target = networks["policy"], networks["qf1_target"], networks["qf2_target"]
-    atoms = torch.linspace(args.v_min, args.v_max, args.num_atoms, device=next(policy.parameters()).device)
+    first_layer, later_layers = policy.net[0], policy.net[1:]
+    num_steps, step = args.sampling_steps, 1.0 / args.sampling_steps
+    atoms = torch.linspace(args.v_min, args.v_max, args.num_atoms, device=first_layer.weight.device)
+    with torch.no_grad():
+        times = 1.0 - step * torch.arange(num_steps, device=atoms.device)  # t = 1, 1 - h, ..., each step of h = 1 / T
+        time_features = policy.time_features(times, torch.full_like(times, step))
+        state_columns = first_layer.in_features - time_features.shape[-1]  # the columns of (x, s)
+        state_weight = first_layer.weight[:, :state_columns].clone()
+        step_biases = list(first_layer.bias + time_features @ first_layer.weight[:, state_columns:].T)
 
     def inference_policy(obs: torch.Tensor) -> torch.Tensor:
         obs_rep = obs.repeat_interleave(args.num_candidates, 0)
-        noise = torch.randn(len(obs_rep), action_dim, device=obs.device)
-        candidates, _ = sample_with_log_prob(policy, None, obs_rep, noise, args.sampling_steps)
+        x = torch.randn(len(obs_rep), action_dim, device=obs.device)
+        for step_bias in step_biases:  # the sampler of sample_with_log_prob, with the time folded in
+            x = x - step * later_layers(F.linear(torch.cat([x, obs_rep], -1), state_weight, step_bias))
+        candidates = x.clamp(-1.0, 1.0)
         q = critic_q(qf1_target, qf2_target, obs_rep, candidates, atoms, args.use_cdq).view(-1, args.num_candidates)
         return candidates.view(-1, args.num_candidates, action_dim)[torch.arange(len(obs), device=obs.device), q.argmax(1)]
 
-    return inference_policy, args.sampling_steps * args.num_candidates
+    return inference_policy, num_steps * args.num_candidates
 
 
 class ReplayBuffer:
@@ -369,8 +386,8 @@ def sample_with_log_prob(policy, adn, obs: torch.Tensor, noise: torch.Tensor, nu
 
 def critic_q(qf1, qf2, obs: torch.Tensor, actions: torch.Tensor, atoms: torch.Tensor, use_cdq: bool) -> torch.Tensor:
     """Q = sum_i softmax(logits)_i atom_i of each critic, combined by min (clipped double Q) or mean."""
-    q1 = (qf1(obs, actions).softmax(-1) * atoms).sum(-1)
-    q2 = (qf2(obs, actions).softmax(-1) * atoms).sum(-1)
+    q1 = qf1(obs, actions).softmax(-1) @ atoms
+    q2 = qf2(obs, actions).softmax(-1) @ atoms
     return torch.min(q1, q2) if use_cdq else (q1 + q2) / 2
 
 
@@ -623,7 +640,6 @@ def main(args: Args) -> None:
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr)
     target_entropy = args.target_entropy_per_dim * action_dim
     atoms = torch.linspace(args.v_min, args.v_max, args.num_atoms, device=device)
-    inference_policy, nfe = make_inference_policy(networks, action_dim, args)
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, device, args.seed)
 
@@ -744,6 +760,7 @@ def main(args: Args) -> None:
 
         if evaluating:
             next_eval_step += args.eval_freq
+            inference_policy, nfe = make_inference_policy(networks, action_dim, args)  # prepared for the current weights
             returns = evaluate(inference_policy, eval_envs, low, high, device)
             last_eval_return, elapsed = float(returns.mean()), time.time() - start_time
             writer.add_scalar("eval/episodic_return", last_eval_return, global_step)

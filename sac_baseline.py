@@ -442,7 +442,6 @@ def main(args: Args) -> None:
     target_entropy = -float(action_dim)  # eq. 18: H_target = -dim(A)
     if args.autotune:
         a_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr)
-    inference_policy, nfe = make_inference_policy(networks, action_dim, args)
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, device, args.seed)
 
@@ -541,6 +540,7 @@ def main(args: Args) -> None:
 
         if evaluating:
             next_eval_step += args.eval_freq
+            inference_policy, nfe = make_inference_policy(networks, action_dim, args)  # prepared for the current weights
             returns = evaluate(inference_policy, eval_envs, low, high, device)
             last_eval_return, elapsed = float(returns.mean()), time.time() - start_time
             writer.add_scalar("eval/episodic_return", last_eval_return, global_step)

@@ -412,7 +412,6 @@ def main(args: Args) -> None:
     qf1_target, qf2_target = networks["qf1_target"], networks["qf2_target"]
     q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
-    inference_policy, nfe = make_inference_policy(networks, action_dim, args)
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, device, args.seed)
 
@@ -498,6 +497,7 @@ def main(args: Args) -> None:
 
         if evaluating:
             next_eval_step += args.eval_freq
+            inference_policy, nfe = make_inference_policy(networks, action_dim, args)  # prepared for the current weights
             returns = evaluate(inference_policy, eval_envs, low, high, device)
             last_eval_return, elapsed = float(returns.mean()), time.time() - start_time
             writer.add_scalar("eval/episodic_return", last_eval_return, global_step)

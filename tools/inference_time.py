@@ -3,11 +3,14 @@
   python tools/inference_time.py --env-id Ant-v4 --device cpu cuda
   python tools/inference_time.py --load runs/Ant-v4__fpmd_r__1/fpmd_r.pt --load runs/Ant-v4__sac_baseline__1/sac_baseline.pt
 
-One call is what evaluation does per env step at batch 1: the observation to a tensor on the device, the inference
-policy (FPMD-R / FPMD-M: one flow step; MFPO: 2 steps x 10 candidates scored by the target critics; SAC: tanh(mean);
-TD3: mu(s)), the action back to the host. The median over --calls calls after --warmup calls, all files timed in
-this one process, so the ratios to SAC are comparable even on a noisy machine. Networks have the papers' sizes
-(each file's defaults) with random weights, or the weights of a --load checkpoint.
+One call is what evaluation does per env step: the observations to a tensor on the device, the inference policy
+(FPMD-R / FPMD-M: one flow step; MFPO: 2 steps x 10 candidates scored by the target critics; SAC: tanh(mean); TD3:
+mu(s)), the actions back to the host; at batch 1 (one env, the papers' tables) and at a batch of 10 (an evaluation of
+10 episodes, or 10 vector envs). Each file's policy is made once, as an evaluation makes it, so the state-independent
+work it prepares is not timed. The median over --calls calls after --warmup calls, all files timed in this one
+process in --rounds interleaved rounds (each round times every file in turn), so that a slow spell of a shared
+machine falls on all of them and the ratios to SAC stay comparable. Networks have the papers' sizes (each file's
+defaults) with random weights, or the weights of a --load checkpoint.
 """
 
 import argparse
@@ -37,15 +40,15 @@ def build_policy(algo: str, obs_dim: int, action_dim: int, action_scale: torch.T
     return module.make_inference_policy(networks, action_dim, args)
 
 
-def time_policy(policy, observations: np.ndarray, device: torch.device, calls: int, warmup: int) -> list[float]:
-    """Latencies in ms of obs -> action -> host, cycling through real observations."""
+def time_policy(policy, observations: np.ndarray, device: torch.device, calls: int, warmup: int, batch: int) -> list[float]:
+    """Latencies in ms of a batch of observations -> actions -> host, cycling through real observations."""
     latencies = []
     with torch.no_grad():
-        for i in range(warmup + calls):
-            obs = observations[i % len(observations)][None]
+        for i in range(-warmup, calls):
+            obs = observations[(i * batch + np.arange(batch)) % len(observations)]
             start = time.perf_counter()
             policy(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            if i >= warmup:
+            if i >= 0:
                 latencies.append((time.perf_counter() - start) * 1000)
     return latencies
 
@@ -58,10 +61,13 @@ def main() -> None:
     parser.add_argument("--load", nargs="*", type=Path, default=[], help="checkpoints {exp_name}.pt of trained runs")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds, each of calls / rounds calls per file")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is the fair batch-1 setting)")
     args = parser.parse_args()
     if args.calls < 1000:
         sys.exit("inference_time.py: error: --calls must be at least 1000 for a stable median")
+    if not 1 <= args.rounds <= args.calls:
+        sys.exit("inference_time.py: error: --rounds must lie in [1, --calls]")
     sys.path.insert(0, str(ROOT))
     torch.set_num_threads(args.threads)
     checkpoints = {path.stem: torch.load(path, map_location="cpu", weights_only=True) for path in args.load}
@@ -73,22 +79,25 @@ def main() -> None:
 
     for device_name in args.device:
         if device_name == "cuda" and not torch.cuda.is_available():
-            print(f"\n(cuda: no CUDA device here, skipped)")
+            print("\n(cuda: no CUDA device here, skipped)")
             continue
         device = torch.device(device_name)
-        results = {}
-        for algo in args.algos:
-            policy, nfe = build_policy(algo, obs_dim, action_dim, action_scale, device, checkpoints.get(algo))
-            latencies = time_policy(policy, observations, device, args.calls, args.warmup)
-            results[algo] = (nfe, statistics.median(latencies), float(np.percentile(latencies, 90)))
+        policies = {algo: build_policy(algo, obs_dim, action_dim, action_scale, device, checkpoints.get(algo)) for algo in args.algos}
+        latencies = {(algo, batch): [] for algo in args.algos for batch in (1, 10)}
+        for _ in range(args.rounds):
+            for (algo, batch), times in latencies.items():
+                times += time_policy(policies[algo][0], observations, device, args.calls // args.rounds, args.warmup // args.rounds, batch)
+        results = {algo: (nfe, statistics.median(latencies[algo, 1]), float(np.percentile(latencies[algo, 1], 90)),
+                          statistics.median(latencies[algo, 10])) for algo, (_, nfe) in policies.items()}
         name = torch.cuda.get_device_name(device) if device_name == "cuda" else f"CPU, {args.threads} thread(s)"
         weights = "trained (" + ", ".join(sorted(checkpoints)) + ")" if checkpoints else "random"
-        print(f"\n{args.env_id}, {name}, batch 1, {weights} weights, median of {args.calls} calls after {args.warmup}\n")
-        print("| algorithm | NFE | median ms / action | p90 ms | ratio to SAC |")
-        print("|---|---|---|---|---|")
-        sac_median = results.get("sac_baseline", (None, float("nan")))[1]
-        for algo, (nfe, median, p90) in results.items():
-            print(f"| {algo} | {nfe} | {median:.3f} | {p90:.3f} | {median / sac_median:.2f} |")
+        print(f"\n{args.env_id}, {name}, {weights} weights, median of {args.calls} calls after {args.warmup} in {args.rounds} interleaved rounds\n")
+        print("| algorithm | NFE | median ms / action, batch 1 | p90 ms | ratio to SAC | median ms / call, batch 10 | ratio to SAC |")
+        print("|---|---|---|---|---|---|---|")
+        _, sac_median, _, sac_batch_median = results.get("sac_baseline", (None, float("nan"), None, float("nan")))
+        for algo, (nfe, median, p90, batch_median) in results.items():
+            print(f"| {algo} | {nfe} | {median:.3f} | {p90:.3f} | {median / sac_median:.2f} | {batch_median:.3f} | "
+                  f"{batch_median / sac_batch_median:.2f} |")
 
 
 if __name__ == "__main__":
