@@ -466,7 +466,7 @@ def main(args: Args) -> None:
     start_time, next_progress_time = time.time() - counters["elapsed_time"], time.time() + 30
     learning_start_time, learning_start_step = (time.time(), global_step) if global_step > args.learning_starts else (None, 0)
     num_iterations = -(-args.total_timesteps // args.num_envs)
-    obs, _ = envs.reset(seed=None if resume_step else args.seed)  # a resumed run starts new episodes
+    obs, _ = envs.reset(seed=args.seed if resume_step is None else None)  # a resumed run starts new episodes
     for iteration in range(global_step // args.num_envs + 1, num_iterations + 1):
         global_step = iteration * args.num_envs
         # ALGO LOGIC: put action logic here
