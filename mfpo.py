@@ -202,13 +202,16 @@ def find_space_problem(envs, env_id: str) -> str | None:
 
 
 # ALGO LOGIC: initialize agent here:
+LAYER_NORM_EPS = 1e-6  # Flax's default, the release's
+
+
 def mlp(in_dim: int, out_dim: int, hidden_dim: int = 256, num_hidden: int = 3) -> nn.Sequential:
     """num_hidden x (Linear -> LayerNorm -> GELU), then a linear output: the release's body of every network, with
     Flax's default GELU, the tanh approximation."""
     layers = []
     for i in range(num_hidden):
         linear = nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim)
-        layers += [linear, nn.LayerNorm(hidden_dim, eps=1e-6), nn.GELU(approximate="tanh")]
+        layers += [linear, nn.LayerNorm(hidden_dim, eps=LAYER_NORM_EPS), nn.GELU(approximate="tanh")]
     return nn.Sequential(*layers, nn.Linear(hidden_dim, out_dim))
 
 
@@ -280,7 +283,8 @@ def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args:
     critics; and its network evaluations per action (NFE = T x candidates, the critics not counted).
     Made once per evaluation, for fixed weights: the time features of each step's fixed (t, h) do not depend on the
     state, so they are computed here and folded into the first layer's bias, and acting runs only the layers that
-    see the state, as XLA's constant folding does for the JAX code the paper timed."""
+    see the state, as XLA's constant folding does for the JAX code the paper timed; and the two target critics are
+    stacked to score the candidates in one pass (stacked_critic_q)."""
     policy, qf1_target, qf2_target = networks["policy"], networks["qf1_target"], networks["qf2_target"]
     first_layer, later_layers = policy.net[0], policy.net[1:]
     num_steps, step = args.sampling_steps, 1.0 / args.sampling_steps
@@ -291,6 +295,7 @@ def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args:
         state_columns = first_layer.in_features - time_features.shape[-1]  # the columns of (x, s)
         state_weight = first_layer.weight[:, :state_columns].clone()
         step_biases = list(first_layer.bias + time_features @ first_layer.weight[:, state_columns:].T)
+        critics = stack_critics(qf1_target, qf2_target)
 
     def inference_policy(obs: torch.Tensor) -> torch.Tensor:
         obs_rep = obs.repeat_interleave(args.num_candidates, 0)
@@ -298,7 +303,7 @@ def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args:
         for step_bias in step_biases:  # the sampler of sample_with_log_prob, with the time folded in
             x = x - step * later_layers(F.linear(torch.cat([x, obs_rep], -1), state_weight, step_bias))
         candidates = x.clamp(-1.0, 1.0)
-        q = critic_q(qf1_target, qf2_target, obs_rep, candidates, atoms, args.use_cdq).view(-1, args.num_candidates)
+        q = stacked_critic_q(critics, obs_rep, candidates, atoms, args.use_cdq).view(-1, args.num_candidates)
         return candidates.view(-1, args.num_candidates, action_dim)[torch.arange(len(obs), device=obs.device), q.argmax(1)]
 
     return inference_policy, num_steps * args.num_candidates
@@ -389,6 +394,30 @@ def critic_q(qf1, qf2, obs: torch.Tensor, actions: torch.Tensor, atoms: torch.Te
     q1 = qf1(obs, actions).softmax(-1) @ atoms
     q2 = qf2(obs, actions).softmax(-1) @ atoms
     return torch.min(q1, q2) if use_cdq else (q1 + q2) / 2
+
+
+def stack_critics(qf1, qf2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, bias) of each Linear and LayerNorm of the two critics, stacked on a leading axis of 2 and shaped for
+    stacked_critic_q: Linear weights transposed for a batched matmul, the rest broadcasting over (2, rows, features)."""
+    stacked = []
+    for layer1, layer2 in zip(qf1.net, qf2.net):
+        if isinstance(layer1, nn.Linear):
+            stacked.append((torch.stack([layer1.weight.T, layer2.weight.T]).contiguous(), torch.stack([layer1.bias, layer2.bias])[:, None]))
+        elif isinstance(layer1, nn.LayerNorm):
+            stacked.append((torch.stack([layer1.weight, layer2.weight])[:, None], torch.stack([layer1.bias, layer2.bias])[:, None]))
+    return stacked
+
+
+def stacked_critic_q(stacked, obs: torch.Tensor, actions: torch.Tensor, atoms: torch.Tensor, use_cdq: bool) -> torch.Tensor:
+    """critic_q with both critics in one pass, for acting: each Linear one batched matmul over the two, each LayerNorm
+    a plain normalisation then each critic's own affine; half the operations of two passes at batch 1."""
+    (weight, bias), *blocks = stacked  # mlp(): Linear, then (LayerNorm, GELU, Linear) per hidden layer
+    h = torch.baddbmm(bias, torch.cat([obs, actions], -1).expand(2, -1, -1), weight)
+    for (norm_weight, norm_bias), (weight, bias) in zip(blocks[0::2], blocks[1::2]):
+        normalized = torch.addcmul(norm_bias, F.layer_norm(h, h.shape[-1:], eps=LAYER_NORM_EPS), norm_weight)
+        h = torch.baddbmm(bias, F.gelu(normalized, approximate="tanh"), weight)
+    q = h.softmax(-1) @ atoms  # (2, rows)
+    return q.min(0).values if use_cdq else q.mean(0)
 
 
 def c51_project(probs: torch.Tensor, shifted_atoms: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
