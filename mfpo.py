@@ -410,7 +410,7 @@ def stack_critics(qf1, qf2) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 def stacked_critic_q(stacked, obs: torch.Tensor, actions: torch.Tensor, atoms: torch.Tensor, use_cdq: bool) -> torch.Tensor:
     """critic_q with both critics in one pass, for acting: each Linear one batched matmul over the two, each LayerNorm
-    a plain normalisation then each critic's own affine; half the operations of two passes at batch 1."""
+    a plain normalisation then each critic's own affine: fewer and larger operations than two passes."""
     (weight, bias), *blocks = stacked  # mlp(): Linear, then (LayerNorm, GELU, Linear) per hidden layer
     h = torch.baddbmm(bias, torch.cat([obs, actions], -1).expand(2, -1, -1), weight)
     for (norm_weight, norm_bias), (weight, bias) in zip(blocks[0::2], blocks[1::2]):
