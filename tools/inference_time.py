@@ -11,6 +11,10 @@ work it prepares is not timed. The median over --calls calls after --warmup call
 process in --rounds interleaved rounds (each round times every file in turn), so that a slow spell of a shared
 machine falls on all of them and the ratios to SAC stay comparable. Networks have the papers' sizes (each file's
 defaults) with random weights, or the weights of a --load checkpoint.
+
+SAC and TD3 act as CleanRL's files do, through module calls; the flow files' prepared policies run their layers as
+tensor operations. The last row, SAC's tanh(mean) run the same way, shows how much of SAC's time is module calls:
+the ratios are to the CleanRL-style SAC, and that row says what they would be against a SAC acting as the flow files do.
 """
 
 import argparse
@@ -26,10 +30,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGOS = ["sac_baseline", "td3_baseline", "fpmd_r", "fpmd_m", "mfpo"]
+SAC_TENSOR_OPS = "sac_baseline, as tensor ops (reference)"
 
 
 def build_policy(algo: str, obs_dim: int, action_dim: int, action_scale: torch.Tensor, device: torch.device, checkpoint: dict | None):
-    """The file's own inference policy and NFE, from its defaults or from a saved model."""
+    """The file's own inference policy, its NFE and its networks, from its defaults or from a saved model."""
     module = importlib.import_module(algo)
     args = module.Args(**checkpoint["args"]) if checkpoint else module.Args()
     networks = module.make_networks(obs_dim, action_dim, action_scale, args)
@@ -37,7 +42,22 @@ def build_policy(algo: str, obs_dim: int, action_dim: int, action_scale: torch.T
         if checkpoint:
             network.load_state_dict(checkpoint[name])
         network.to(device).eval()
-    return module.make_inference_policy(networks, action_dim, args)
+    return (*module.make_inference_policy(networks, action_dim, args), networks)
+
+
+def sac_as_tensor_ops(actor: torch.nn.Module):
+    """SAC's tanh(mean) with its Linear layers as tensor operations on weights transposed once, the way the flow
+    files' prepared policies run theirs: a reference row that shows what the module calls of CleanRL's actor (and its
+    unused log-std head) cost, for reading the flow files' ratios."""
+    with torch.no_grad():
+        layers = [(layer.weight.T.contiguous(), layer.bias) for layer in (actor.fc1, actor.fc2, actor.fc_mean)]
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        (weight1_t, bias1), (weight2_t, bias2), (mean_weight_t, mean_bias) = layers
+        hidden = torch.relu(torch.addmm(bias2, torch.relu(torch.addmm(bias1, obs, weight1_t)), weight2_t))
+        return torch.tanh(torch.addmm(mean_bias, hidden, mean_weight_t))
+
+    return policy, 1
 
 
 def time_policy(policy, observations: np.ndarray, device: torch.device, calls: int, warmup: int, batch: int) -> list[float]:
@@ -83,12 +103,14 @@ def main() -> None:
             continue
         device = torch.device(device_name)
         policies = {algo: build_policy(algo, obs_dim, action_dim, action_scale, device, checkpoints.get(algo)) for algo in args.algos}
-        latencies = {(algo, batch): [] for algo in args.algos for batch in (1, 10)}
+        if "sac_baseline" in policies:
+            policies[SAC_TENSOR_OPS] = (*sac_as_tensor_ops(policies["sac_baseline"][2]["actor"]), None)
+        latencies = {(algo, batch): [] for algo in policies for batch in (1, 10)}
         for _ in range(args.rounds):
             for (algo, batch), times in latencies.items():
                 times += time_policy(policies[algo][0], observations, device, args.calls // args.rounds, args.warmup // args.rounds, batch)
         results = {algo: (nfe, statistics.median(latencies[algo, 1]), float(np.percentile(latencies[algo, 1], 90)),
-                          statistics.median(latencies[algo, 10])) for algo, (_, nfe) in policies.items()}
+                          statistics.median(latencies[algo, 10])) for algo, (_, nfe, _) in policies.items()}
         name = torch.cuda.get_device_name(device) if device_name == "cuda" else f"CPU, {args.threads} thread(s)"
         weights = "trained (" + ", ".join(sorted(checkpoints)) + ")" if checkpoints else "random"
         print(f"\n{args.env_id}, {name}, {weights} weights, median of {args.calls} calls after {args.warmup} in {args.rounds} interleaved rounds\n")
