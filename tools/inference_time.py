@@ -14,7 +14,8 @@ defaults) with random weights, or the weights of a --load checkpoint.
 
 SAC and TD3 act as CleanRL's files do, through module calls; the flow files' prepared policies run their layers as
 tensor operations. The last row, SAC's tanh(mean) run the same way, shows how much of SAC's time is module calls:
-the ratios are to the CleanRL-style SAC, and that row says what they would be against a SAC acting as the flow files do.
+the ratios are to the CleanRL-style SAC, and that row says what they would be against a SAC acting as the flow
+files do.
 """
 
 import argparse
