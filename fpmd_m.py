@@ -280,39 +280,21 @@ def make_networks(obs_dim: int, action_dim: int, action_scale: torch.Tensor, arg
     return {"policy": policy, "qf1": qf1, "qf2": qf2, **targets}
 
 
-def policy_blocks(net: nn.Sequential, scale: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The Linear layers of an mlp() after its first, as plain tensors for acting: (weight transposed, bias) of each,
-    applied after a Mish; the output layer multiplied by `scale`."""
-    blocks = [(linear.weight.T.contiguous(), linear.bias) for linear in net[2::2]]
-    weight_t, bias = blocks[-1]
-    return blocks[:-1] + [(scale * weight_t, scale * bias)]
-
-
 def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):
-    """The evaluation policy obs -> action in [-1, 1]^d: --eval-flow-steps steps of the EMA policy from
+    """The evaluation policy obs -> action in [-1, 1]^d: --eval-flow-steps mean-velocity steps of the EMA policy from
     x0 ~ N(0, eval_prior_scale^2 I), no particles, no noise; and its network evaluations per action (NFE).
-    Made once per evaluation, for fixed weights: the time features of each step's fixed times do not depend on the
-    state, so they are computed here and folded into the first layer's bias, and acting runs only the layers that
-    see the state, as XLA's constant folding does for the JAX code the paper timed; those layers run as tensor
-    operations on weights transposed and scaled here (policy_blocks), without the module calls of net()."""
+    Made once per evaluation, for fixed weights: the time features of the fixed times (t, r) = (k / K, (k + 1) / K) do
+    not depend on the state, so they are computed here once, and acting runs only the policy's state-dependent network."""
     ema_policy, num_steps = networks["ema_policy"], args.eval_flow_steps
-    first_layer = ema_policy.net[0]
     with torch.no_grad():
-        times = torch.arange(num_steps, device=first_layer.weight.device) / num_steps  # (t, r) = (k / K, (k + 1) / K)
+        times = torch.arange(num_steps, device=next(ema_policy.parameters()).device) / num_steps
         time_features = ema_policy.time_features(times, times + 1.0 / num_steps)
-        state_columns = first_layer.in_features - time_features.shape[-1]  # the columns of (s, z)
-        state_weight_t = first_layer.weight[:, :state_columns].T.contiguous()
-        step_biases = list(first_layer.bias + time_features @ first_layer.weight[:, state_columns:].T)
-        blocks = policy_blocks(ema_policy.net, scale=1.0 / num_steps)
 
     def inference_policy(obs: torch.Tensor) -> torch.Tensor:
-        x = torch.randn(obs.shape[0], action_dim, device=obs.device).mul_(args.eval_prior_scale)  # in place: no copies
-        for step_bias in step_biases:  # the sampler of sample_actions, with the time folded in
-            hidden = torch.addmm(step_bias, torch.cat([obs, x], -1), state_weight_t)
-            for weight_t, bias in blocks:
-                hidden = torch.addmm(bias, F.mish(hidden), weight_t)
-            x.add_(hidden)  # x + u / K (sample_actions): the last block's output is u / K
-        return x.clamp_(-1.0, 1.0)
+        z = args.eval_prior_scale * torch.randn(len(obs), action_dim, device=obs.device)
+        for features in time_features:  # sample_actions: z <- z + u(s, z, k / K, (k + 1) / K) / K
+            z = z + ema_policy.net(torch.cat([obs, z, features.expand(len(obs), -1)], -1)) / num_steps
+        return z.clamp(-1.0, 1.0)
 
     return inference_policy, num_steps
 

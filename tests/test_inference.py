@@ -1,6 +1,6 @@
-"""The flow files' inference policies fold the time features of their fixed sampling times into the first layer's
-bias once per evaluation: that must change the cost and nothing else. For the same noise they return the actions of
-the file's own plain sampler (sample_actions; MFPO: sample_with_log_prob and the target critics' best candidate)."""
+"""The flow files' inference policies compute the time features of their fixed sampling times once per evaluation:
+that must change the cost and nothing else. For the same noise they return the actions of the file's own plain
+sampler (sample_actions; MFPO: sample_with_log_prob and the target critics' best candidate)."""
 
 import pytest
 import torch
@@ -52,25 +52,3 @@ def test_prepared_inference_policy_acts_as_the_plain_sampler(name, steps):
     assert prepared.shape == (64, ACTION_DIM) and prepared.abs().max() <= 1.0
     assert (prepared.abs() < 1.0).float().mean() > 0.25  # many actions are not clipped: the comparison sees them
     torch.testing.assert_close(prepared, plain, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.skipif("mfpo" not in ALGOS, reason="mfpo.py is not in this checkout")
-@pytest.mark.parametrize("use_cdq", [True, False])
-def test_mfpo_stacked_critics_score_as_the_two_critics(use_cdq):
-    """Acting scores the candidates under both target critics in one stacked pass; it must be critic_q exactly:
-    each critic its own weights and LayerNorm affine, combined by min or mean."""
-    module = load_algo("mfpo")
-    args = module.Args(use_cdq=use_cdq)
-    torch.manual_seed(0)
-    qf1, qf2 = (module.DistributionalQNetwork(OBS_DIM, ACTION_DIM, args.num_atoms) for _ in range(2))
-    with torch.no_grad():
-        for parameter in [*qf1.parameters(), *qf2.parameters()]:  # distinct LayerNorm affines and non-zero biases
-            parameter.add_(0.3 * torch.randn_like(parameter))
-        obs, actions = torch.randn(40, OBS_DIM), torch.rand(40, ACTION_DIM) * 2 - 1
-        atoms = torch.linspace(args.v_min, args.v_max, args.num_atoms)
-        stacked = module.stacked_critic_q(module.stack_critics(qf1, qf2), obs, actions, atoms, use_cdq)
-        separate = module.critic_q(qf1, qf2, obs, actions, atoms, use_cdq)
-        q1, q2 = (critic(obs, actions).softmax(-1) @ atoms for critic in (qf1, qf2))
-    assert stacked.shape == (40,)
-    assert not torch.allclose(q1, q2, atol=1e-2)  # the two critics differ
-    torch.testing.assert_close(stacked, separate, atol=1e-4, rtol=1e-5)

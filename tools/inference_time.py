@@ -12,10 +12,7 @@ process in --rounds interleaved rounds (each round times every file in turn), so
 machine falls on all of them and the ratios to SAC stay comparable. Networks have the papers' sizes (each file's
 defaults) with random weights, or the weights of a --load checkpoint.
 
-SAC and TD3 act as CleanRL's files do, through module calls; the flow files' prepared policies run their layers as
-tensor operations. The last row, SAC's tanh(mean) run the same way, shows how much of SAC's time is module calls:
-the ratios are to the CleanRL-style SAC, and that row says what they would be against a SAC acting as the flow
-files do.
+Every file acts through its networks' modules, as its training does.
 """
 
 import argparse
@@ -31,7 +28,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGOS = ["sac_baseline", "td3_baseline", "fpmd_r", "fpmd_m", "mfpo"]
-SAC_TENSOR_OPS = "sac_baseline, as tensor ops (reference)"
 
 
 def build_policy(algo: str, obs_dim: int, action_dim: int, action_scale: torch.Tensor, device: torch.device, checkpoint: dict | None):
@@ -44,21 +40,6 @@ def build_policy(algo: str, obs_dim: int, action_dim: int, action_scale: torch.T
             network.load_state_dict(checkpoint[name])
         network.to(device).eval()
     return (*module.make_inference_policy(networks, action_dim, args), networks)
-
-
-def sac_as_tensor_ops(actor: torch.nn.Module):
-    """SAC's tanh(mean) with its Linear layers as tensor operations on weights transposed once, the way the flow
-    files' prepared policies run theirs: a reference row that shows what the module calls of CleanRL's actor (and its
-    unused log-std head) cost, for reading the flow files' ratios."""
-    with torch.no_grad():
-        layers = [(layer.weight.T.contiguous(), layer.bias) for layer in (actor.fc1, actor.fc2, actor.fc_mean)]
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        (weight1_t, bias1), (weight2_t, bias2), (mean_weight_t, mean_bias) = layers
-        hidden = torch.relu(torch.addmm(bias2, torch.relu(torch.addmm(bias1, obs, weight1_t)), weight2_t))
-        return torch.tanh(torch.addmm(mean_bias, hidden, mean_weight_t))
-
-    return policy, 1
 
 
 def time_policy(policy, observations: np.ndarray, device: torch.device, calls: int, warmup: int, batch: int) -> list[float]:
@@ -104,8 +85,6 @@ def main() -> None:
             continue
         device = torch.device(device_name)
         policies = {algo: build_policy(algo, obs_dim, action_dim, action_scale, device, checkpoints.get(algo)) for algo in args.algos}
-        if "sac_baseline" in policies:
-            policies[SAC_TENSOR_OPS] = (*sac_as_tensor_ops(policies["sac_baseline"][2]["actor"]), None)
         latencies = {(algo, batch): [] for algo in policies for batch in (1, 10)}
         for _ in range(args.rounds):
             for (algo, batch), times in latencies.items():
