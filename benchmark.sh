@@ -4,6 +4,7 @@
 #   ./benchmark.sh                                  # all algorithm files x the 10 tasks x seeds 1-5, one at a time
 #   ./benchmark.sh --algos "fpmd_r sac_baseline" --envs Hopper-v4 --seeds "1 2" --workers 4
 #   ./benchmark.sh --dry-run                        # print the commands, one per line, run nothing
+#   ./benchmark.sh --estimate --workers 4           # the hours it would take here, measured first; runs nothing
 #   ./benchmark.sh --slurm --workers 20 --time 48:00:00 --gpus-per-task 1   # one sbatch job array
 #   ./benchmark.sh --envs Hopper-v4 -- --eval-episodes 5                    # flags after -- go to every run
 #
@@ -16,6 +17,9 @@
 #   --checkpoint-freq N     each run writes a checkpoint every N env steps, 0 for none [CHECKPOINT_FREQ]; default 50000
 #   --out DIR               where runs/, logs/ and interrupted/ go [OUT]; default benchmark_runs
 #   --dry-run               print the commands that would run
+#   --estimate              print the hours per run, per algorithm and for the selection on --workers workers (with
+#                           --slurm: the --time an array task needs), from each (file, env) timed once for --seconds S
+#                           (default 30) by tools/throughput.py, or read from OUT/throughput.json; launches nothing
 #   --slurm                 write and submit a Slurm job array instead of running locally, with
 #                           --partition P --time T --gpus-per-task G --cpus-per-task C --mem M
 #
@@ -38,7 +42,7 @@ WORKERS=${WORKERS:-1}
 CHECKPOINT_FREQ=${CHECKPOINT_FREQ:-50000}
 OUT=${OUT:-benchmark_runs}
 PYTHON=${PYTHON:-$(command -v python || command -v python3)}
-DRY_RUN=0 SLURM=0 RUN_ONE=()
+DRY_RUN=0 SLURM=0 ESTIMATE=0 ESTIMATE_SECONDS=30 RUN_ONE=()
 SBATCH_FLAGS=() EXTRA=()
 
 die() { echo "benchmark.sh: error: $*" >&2; exit 2; }
@@ -53,6 +57,8 @@ while (($#)); do
     --checkpoint-freq) CHECKPOINT_FREQ=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
+    --estimate) ESTIMATE=1; shift ;;
+    --seconds) ESTIMATE_SECONDS=$2; shift 2 ;;
     --slurm) SLURM=1; shift ;;
     --partition | --time | --gpus-per-task | --cpus-per-task | --mem) SBATCH_FLAGS+=("$1=$2"); shift 2 ;;
     --run-one) RUN_ONE=("$2" "$3" "$4"); shift 4 ;;  # internal: one run, as a Slurm array task does
@@ -127,7 +133,7 @@ fi
 RUNS=()
 for env in $ENVS; do for algo in $ALGOS; do for seed in $SEEDS; do RUNS+=("$algo $env $seed"); done; done; done
 
-if ((DRY_RUN)) && ((!SLURM)); then
+print_commands() {  # the command of every run that is not finished, one per line
   for run in "${RUNS[@]}"; do
     # shellcheck disable=SC2086
     set -- $run
@@ -136,6 +142,19 @@ if ((DRY_RUN)) && ((!SLURM)); then
     line=$(printf '%q ' "${CMD[@]}")
     echo "${line% }"
   done
+}
+
+if ((ESTIMATE)); then
+  [[ $ESTIMATE_SECONDS =~ ^[0-9]*\.?[0-9]+$ ]] && [[ ! $ESTIMATE_SECONDS =~ ^0*\.?0*$ ]] \
+    || die "--seconds must be a positive number, got '$ESTIMATE_SECONDS'"
+  SLURM_FLAG=() && ((SLURM)) && SLURM_FLAG=(--slurm)
+  print_commands | "$PYTHON" "$ROOT/tools/throughput.py" --estimate --workers "$WORKERS" --seconds "$ESTIMATE_SECONDS" \
+    --table "$OUT/throughput.json" "${SLURM_FLAG[@]}"
+  exit
+fi
+
+if ((DRY_RUN)) && ((!SLURM)); then
+  print_commands
   exit 0
 fi
 

@@ -1,0 +1,145 @@
+"""tools/throughput.py and benchmark.sh --estimate: the bill of a launch, from rates measured on this machine.
+
+The arithmetic is checked on a stand-in algorithm file whose costs are set by its sleeps, so no rate is written
+down anywhere: the estimate must find them by timing the stand-in's own loop and evaluation."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+STANDIN = '''"""A stand-in algorithm file with known costs, in the shared skeleton's names."""
+import dataclasses, signal, sys, time
+import gymnasium as gym
+import numpy as np
+import torch
+
+UPDATE_SECONDS, RANDOM_SECONDS, EVAL_STEP_SECONDS, EVAL_STEPS = 0.01, 0.001, 0.002, 50
+
+
+@dataclasses.dataclass
+class Args:
+    env_id: str = "Pendulum-v1"
+    seed: int = 1
+    run_name: str = ""
+    total_timesteps: int = 1000
+    learning_starts: int = 40
+    num_envs: int = 2
+    eval_freq: int = 100
+    eval_episodes: int = 3
+    checkpoint_freq: int = 0
+    cuda: bool = True
+
+
+class ReplayBuffer:
+    def add(self, obs, *rest):
+        pass
+
+
+def make_vector_env(env_id, seed, num_envs):
+    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * num_envs)
+
+
+def make_networks(obs_dim, action_dim, action_scale, args):
+    return {}
+
+
+def make_inference_policy(networks, action_dim, args):
+    return (lambda obs: torch.zeros(len(obs), action_dim)), 1
+
+
+def evaluate(act, eval_envs, low, high, device):
+    for _ in range(EVAL_STEPS):
+        act(torch.zeros(eval_envs.num_envs, 3))
+        time.sleep(EVAL_STEP_SECONDS)
+
+
+def main(args):
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    rb = ReplayBuffer()
+    for step in range(args.num_envs, args.total_timesteps + 1, args.num_envs):
+        time.sleep(RANDOM_SECONDS if step <= args.learning_starts else UPDATE_SECONDS)
+        rb.add(np.zeros((args.num_envs, 3)))
+        if stop:
+            sys.exit("stopped by SIGTERM")
+'''
+
+
+def run(command: list[str], cwd=None) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd, env=environment)
+
+
+@pytest.fixture
+def standin_root(tmp_path):
+    """benchmark.sh and the tool beside a stand-in file, as a checkout of the project would hold them."""
+    (tmp_path / "tools").mkdir()
+    shutil.copy(ROOT / "benchmark.sh", tmp_path)
+    shutil.copy(ROOT / "tools" / "throughput.py", tmp_path / "tools")
+    (tmp_path / "standin.py").write_text(STANDIN)
+    return tmp_path
+
+
+def test_estimate_finds_the_standins_rates_and_adds_them_up(standin_root):
+    out = standin_root / "out"
+    selection = ["--algos", "standin", "--envs", "Pendulum-v1", "--seeds", "1 2 3", "--total-timesteps", "1800000", "--seconds", "1"]
+    estimate = ["bash", str(standin_root / "benchmark.sh"), "--estimate", *selection, "--out", str(out), "--workers", "2", "--slurm"]
+    result = run([*estimate, "--", "--eval-freq", "2000"])
+    assert result.returncode == 0, result.stderr
+    # the stand-in: 2 env steps per 10 ms update iteration, 2 per 1 ms random step, 2 ms per evaluation step
+    row = next(line.split("|") for line in result.stdout.splitlines() if line.startswith("| standin | Pendulum-v1 |"))
+    steps_per_s, random_steps_per_s, eval_seconds = float(row[3]), float(row[5]), float(row[6])
+    assert steps_per_s == pytest.approx(200, rel=0.1) and float(row[4]) == pytest.approx(100, rel=0.1)
+    assert random_steps_per_s == pytest.approx(2000, rel=0.3)  # sleep(1 ms) overshoots most
+    assert eval_seconds == pytest.approx(0.002 * 200, rel=0.1)  # scaled to Pendulum's 200-step time limit
+    # one run: 40 random steps, 1799960 update steps, 1.8M / 2000 = 900 evaluations (the flag after -- counts)
+    hours = float(row[8])
+    assert hours == pytest.approx((40 / random_steps_per_s + 1_799_960 / steps_per_s + 900 * eval_seconds) / 3600, rel=0.01)
+    assert hours == pytest.approx((40 / 2000 + 1_799_960 / 200 + 900 * 0.4) / 3600, rel=0.1)
+    total = re.search(r"3 runs, ([\d.]+) run-hours: ([\d.]+) hours on 2 worker", result.stdout)
+    assert total and float(total[1]) == pytest.approx(3 * hours, abs=0.02)
+    assert float(total[2]) == pytest.approx(2 * hours, abs=0.02)  # two runs on one worker, one on the other
+    limit = re.search(r"--time (\d\d):(\d\d):00", result.stdout)
+    assert limit and int(limit[1]) * 60 + int(limit[2]) == pytest.approx(hours * 1.25 * 60, abs=1.5)
+    # it launched nothing: no run directory, only the table of rates
+    assert sorted(path.name for path in out.iterdir()) == ["throughput.json"]
+    table = json.loads((out / "throughput.json").read_text())
+    assert len(table) == 1  # three seeds, one (file, env): measured once
+
+    again = run([*estimate, "--", "--eval-freq", "2000"])
+    assert again.returncode == 0 and "measuring" not in again.stderr  # the table is reused
+    assert "3 runs" in again.stdout and json.loads((out / "throughput.json").read_text()) == table
+
+
+def test_a_real_short_measurement_gives_positive_rates(tmp_path):
+    result = run([sys.executable, str(ROOT / "tools" / "throughput.py"), "--algos", "sac_baseline", "--envs", "Pendulum-v1",
+                  "--device", "cpu", "--seconds", "2", "--table", str(tmp_path / "t.json"), "--",
+                  "--learning-starts", "300", "--buffer-size", "10000"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads((tmp_path / "t.json").read_text()).values()
+    assert entry["env_steps_per_s"] > 0 and entry["iterations_per_s"] > 0 and entry["random_env_steps_per_s"] > 0
+    assert entry["eval_seconds"] > 0 and entry["eval_vector_steps_timed"] == 200  # Pendulum never terminates early
+    assert "| sac_baseline | Pendulum-v1 |" in result.stdout
+    assert not (tmp_path / "runs").exists()  # the timed run wrote into a temporary directory
+
+
+@pytest.mark.parametrize("command", [
+    ["bash", "benchmark.sh", "--estimate", "--algos", "no_such_algo"],
+    ["bash", "benchmark.sh", "--estimate", "--envs", "NoSuchEnv-v0", "--algos", "sac_baseline"],
+    ["bash", "benchmark.sh", "--estimate", "--seconds", "0"],
+    [sys.executable, "tools/throughput.py", "--algos", "no_such_algo"],
+    [sys.executable, "tools/throughput.py", "--envs", "NoSuchEnv-v0"],
+    [sys.executable, "tools/throughput.py", "--seconds", "0"],
+])
+def test_a_bad_selection_gets_one_line(command, tmp_path):
+    result = run([*command, *(["--out", str(tmp_path)] if command[0] == "bash" else ["--table", str(tmp_path / "t.json")])], cwd=ROOT)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert re.search(r"no_such_algo|NoSuchEnv|seconds", result.stderr)
+    assert not list(tmp_path.iterdir())  # nothing measured, nothing written

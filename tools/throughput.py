@@ -1,0 +1,280 @@
+"""What a benchmark run costs on this machine, measured before launching it: each file's own training loop, timed.
+
+  python tools/throughput.py --algos sac_baseline fpmd_m --envs Hopper-v4 Ant-v4 --device cpu --seconds 30
+  python tools/throughput.py --envs Hopper-v4 -- --num-particles 4        # flags after -- go to every run
+  bash benchmark.sh --estimate --algos fpmd_m --seeds "1 2 3" --workers 4  # the bill of a launch (uses --estimate)
+
+Each (file, env) pair runs the command benchmark.sh would launch for it (from `benchmark.sh --dry-run`: the file's
+defaults, the papers' budget, the benchmark's evaluation protocol, the flags after --), in a child process of its
+own: the file's main() trains as it would, its replay buffer's add() is timestamped (once per vector step), and once
+--seconds have passed after a few warm-up updates the child sends itself SIGTERM, which the file answers by ending the
+iteration and exiting. One evaluation as the file schedules it (--eval-episodes envs) is then timed separately with
+the file's own make_networks, make_inference_policy and evaluate, random weights, and scaled to full-length episodes
+(the env's time limit): trained agents mostly reach it, so this is the evaluation's upper bound.
+
+Printed per pair: env steps/s and gradient iterations/s once updates have begun, env steps/s of the random warm-up,
+the seconds of one evaluation, and the hours of one run of the pair's benchmark budget, evaluations included. The
+measurements go to --table (JSON, merged with what it held), keyed by machine, device and command, so that
+`benchmark.sh --estimate` reuses them. The estimate assumes each run has the machine's cores as it had them here:
+runs side by side on too few cores are slower.
+"""
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from functools import cache
+from pathlib import Path
+
+import gymnasium as gym
+import torch
+import tyro
+
+ROOT = Path(__file__).resolve().parents[1]
+WARMUP_UPDATES = 3  # update iterations not timed: the first ones allocate the optimizer state and caches
+PER_RUN_FLAGS = {"--seed", "--run-name", "--total-timesteps", "--checkpoint-freq"}  # they do not change the rate
+
+
+def fail(message: str):
+    sys.exit(f"throughput.py: error: {message}")
+
+
+def rate_key(command: list[str]) -> str:
+    """What the rate of a run depends on: the file and its flags, less the ones that only name or size the run."""
+    file, flags, kept = Path(command[1]).name, command[2:], []
+    skip = False
+    for flag in flags:
+        if skip:
+            skip = False
+        elif flag in PER_RUN_FLAGS:
+            skip = True
+        else:
+            kept.append(flag)
+    return " ".join([file, *kept])
+
+
+@cache
+def load_file(path: str):
+    """An algorithm file as a module (importing it has no side effects)."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(Path(path).parent))
+    spec.loader.exec_module(module)
+    return module
+
+
+def machine_name(device: str) -> str:
+    """The machine and device a table describes: the host and its CPU, or the GPU's name."""
+    if device == "cuda":
+        return f"{platform.node()} / {torch.cuda.get_device_name(0)}"
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor()) \
+        if os.path.exists("/proc/cpuinfo") else platform.processor()
+    return f"{platform.node()} / {cpu} ({os.cpu_count()} cores)"
+
+
+# ---- the child: one pair, in its own process -------------------------------------------------------------------------
+def measure(command: list[str], seconds: float, device: str) -> dict:
+    """Run the file of `command` in this process with the command's flags and time its training loop and one evaluation."""
+    module = load_file(command[1])
+    flags = [*command[2:], "--cuda" if device == "cuda" else "--no-cuda"]
+    args = tyro.cli(module.Args, args=flags)
+    budget_start = 0 if getattr(args, "budget_includes_warmup", True) else args.learning_starts
+    final_step = budget_start + args.total_timesteps  # the file's own step count: FPMD counts after its warm-up
+
+    # training: every add() is one vector step; SIGTERM once the window is over
+    stamps = []  # (time, env steps so far)
+    original_add = module.ReplayBuffer.add
+
+    def timed_add(buffer, obs, *rest):
+        original_add(buffer, obs, *rest)
+        stamps.append((time.perf_counter(), stamps[-1][1] + len(obs) if stamps else len(obs)))
+        updates = [s for s in stamps if s[1] > args.learning_starts]
+        if len(updates) > WARMUP_UPDATES and updates[-1][0] - updates[WARMUP_UPDATES][0] >= seconds and not stopping:
+            stopping.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)  # the file's own handler: end the iteration, checkpoint, exit
+
+    stopping = []
+    module.ReplayBuffer.add = timed_add
+    timed_args = dataclasses.replace(args, run_name="throughput", checkpoint_freq=0, eval_freq=10 * final_step)
+    with tempfile.TemporaryDirectory() as workdir:
+        os.chdir(workdir)  # the run's directory and its SIGTERM checkpoint go there
+        try:
+            module.main(timed_args)
+        except SystemExit as stop:
+            if not stopping:  # the file stopped by itself: bad flags, a non-finite loss
+                fail(f"{rate_key(command)}: {stop.code}")
+        os.chdir(ROOT)
+    module.ReplayBuffer.add = original_add
+    random_phase = [s for s in stamps if s[1] <= args.learning_starts]
+    updates = [s for s in stamps if s[1] > args.learning_starts][WARMUP_UPDATES:]
+    if len(updates) < 2:
+        fail(f"{rate_key(command)}: the run ended before {WARMUP_UPDATES + 2} update iterations; raise --total-timesteps")
+    (start, start_step), (end, end_step) = updates[0], updates[-1]
+    random_rate = None
+    if len(random_phase) > 1:
+        random_rate = (random_phase[-1][1] - random_phase[0][1]) / (random_phase[-1][0] - random_phase[0][0])
+
+    # one evaluation of --eval-episodes episodes, per vector step, scaled to the time limit
+    env = gym.make(args.env_id)
+    obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    time_limit = env.spec.max_episode_steps
+    torch_device = torch.device(device)
+    low = torch.as_tensor(env.action_space.low, dtype=torch.float32, device=torch_device)
+    high = torch.as_tensor(env.action_space.high, dtype=torch.float32, device=torch_device)
+    networks = {k: v.to(torch_device) for k, v in module.make_networks(obs_dim, action_dim, (high - low) / 2, args).items()}
+    eval_envs = module.make_vector_env(args.env_id, args.seed + 10_000, args.eval_episodes)
+    eval_envs.reset(seed=args.seed + 10_000)
+    vector_steps = []
+
+    def counted_policy(obs):
+        vector_steps.append(1)
+        return policy(obs)
+
+    eval_start = time.perf_counter()
+    policy, _ = module.make_inference_policy(networks, action_dim, args)
+    module.evaluate(counted_policy, eval_envs, low, high, torch_device)
+    eval_seconds = (time.perf_counter() - eval_start) / len(vector_steps) * (time_limit or len(vector_steps))
+    eval_envs.close()
+    return {
+        "command": rate_key(command), "machine": machine_name(device), "device": device, "threads": torch.get_num_threads(),
+        "env_steps_per_s": (end_step - start_step) / (end - start), "iterations_per_s": (len(updates) - 1) / (end - start),
+        "random_env_steps_per_s": random_rate, "eval_seconds": eval_seconds, "eval_vector_steps_timed": len(vector_steps),
+    }
+
+
+# ---- the parent: commands from benchmark.sh, one child per distinct rate, the table and the estimate -------------------
+def run_cost(command: list[str], m: dict) -> float:
+    """Seconds of one run of `command` at the measured rates: the random warm-up, the updates, the evaluations. The
+    step schedule is read from the command's own flags with the file's defaults, as the file counts it."""
+    args = tyro.cli(load_file(command[1]).Args, args=command[2:])
+    budget_start = 0 if getattr(args, "budget_includes_warmup", True) else args.learning_starts
+    final_step = budget_start + args.total_timesteps
+    random_steps = min(args.learning_starts, final_step)
+    evaluations = math.ceil((final_step - budget_start) / args.eval_freq)  # every eval_freq, and one at the end
+    random_seconds = random_steps / m["random_env_steps_per_s"] if m["random_env_steps_per_s"] else 0.0
+    return random_seconds + (final_step - random_steps) / m["env_steps_per_s"] + evaluations * m["eval_seconds"]
+
+
+def benchmark_commands(algos: list[str], envs: list[str], extra: list[str]) -> list[list[str]]:
+    """The commands benchmark.sh would launch for these pairs, seed 1 (its --dry-run, into an empty directory)."""
+    with tempfile.TemporaryDirectory() as out:
+        result = subprocess.run(["bash", str(ROOT / "benchmark.sh"), "--dry-run", "--out", out, "--seeds", "1",
+                                 "--algos", " ".join(algos), "--envs", " ".join(envs), "--", *extra],
+                                capture_output=True, text=True)
+    if result.returncode != 0:
+        fail(result.stderr.strip().splitlines()[-1].removeprefix("benchmark.sh: error: "))
+    return [shlex.split(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def measured(commands: list[list[str]], table_path: Path, seconds: float, device: str) -> dict[str, dict]:
+    """The measurement of every distinct rate key among `commands`: from the table where it holds one for this machine
+    and device, else measured now in a child process and added to the table."""
+    table = json.loads(table_path.read_text()) if table_path.exists() else {}
+    machine = machine_name(device)
+    results = {}
+    for command in commands:
+        key = rate_key(command)
+        if key in results:
+            continue
+        if f"{machine} | {key}" not in table:
+            print(f"measuring {key} on {device} ({seconds:g} s after {WARMUP_UPDATES} warm-up updates) ...", file=sys.stderr, flush=True)
+            child = subprocess.run([sys.executable, __file__, "--child", json.dumps(command), "--seconds", str(seconds),
+                                    "--device", device], capture_output=True, text=True)
+            if child.returncode != 0:
+                fail(f"{key}: {(child.stderr.strip().splitlines() or ['no output'])[-1]}")
+            table[f"{machine} | {key}"] = json.loads(child.stdout.strip().splitlines()[-1])
+            table_path.parent.mkdir(parents=True, exist_ok=True)
+            table_path.write_text(json.dumps(table, indent=1) + "\n")
+        results[key] = table[f"{machine} | {key}"]
+    return results
+
+
+def print_table(commands: list[list[str]], results: dict[str, dict]) -> None:
+    first = results[rate_key(commands[0])]
+    print(f"\n{first['machine']}, {first['device']}, {first['threads']} torch thread(s)\n")
+    print("| file | env | env steps / s | iterations / s | warm-up env steps / s | one evaluation, s | budget, env steps | hours / run |")
+    print("|---|---|---|---|---|---|---|---|")
+    for command in commands:
+        m, flags = results[rate_key(command)], command[2:]
+        warmup = f"{m['random_env_steps_per_s']:.0f}" if m["random_env_steps_per_s"] else "-"
+        print(f"| {Path(command[1]).stem} | {flags[flags.index('--env-id') + 1]} | {m['env_steps_per_s']:.1f} | "
+              f"{m['iterations_per_s']:.2f} | {warmup} | {m['eval_seconds']:.2f} | "
+              f"{flags[flags.index('--total-timesteps') + 1]} | {run_cost(command, m) / 3600:.2f} |")
+
+
+def print_estimate(commands: list[list[str]], results: dict[str, dict], workers: int, slurm: bool) -> None:
+    """Hours per run, per algorithm and for the selection on `workers` workers, each taking the next run in
+    benchmark.sh's order when it is free (its local scheduler); with --slurm, the --time an array task needs."""
+    hours = [run_cost(command, results[rate_key(command)]) / 3600 for command in commands]
+    per_algo: dict[str, list[float]] = {}
+    for command, h in zip(commands, hours):
+        per_algo.setdefault(Path(command[1]).stem, []).append(h)
+    print("\n| file | runs | hours / run (min - max) | run-hours |")
+    print("|---|---|---|---|")
+    for algo, values in per_algo.items():
+        print(f"| {algo} | {len(values)} | {min(values):.2f} - {max(values):.2f} | {sum(values):.2f} |")
+    free_at = [0.0] * workers
+    for h in hours:
+        worker = free_at.index(min(free_at))
+        free_at[worker] += h
+    print(f"\n{len(commands)} runs, {sum(hours):.2f} run-hours: {max(free_at):.2f} hours on {workers} worker(s)"
+          " (each with the cores it had in the measurement)")
+    if slurm:
+        limit = math.ceil(max(hours) * 1.25 * 3600 / 60) * 60  # the longest run and a 25 % margin, whole minutes
+        print(f"slurm: each array task needs --time {limit // 3600:02d}:{limit % 3600 // 60:02d}:00 (the longest run + 25 %;"
+              " a run that overruns it stops with a checkpoint and resumes when benchmark.sh --slurm is run again)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algos", nargs="+", default=["sac_baseline", "td3_baseline", "fpmd_r", "fpmd_m", "mfpo"])
+    parser.add_argument("--envs", nargs="+", default=["Hopper-v4", "Ant-v4", "Humanoid-v4"])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda where available, as the runs")
+    parser.add_argument("--seconds", type=float, default=30.0, help="the timing window per pair, after the warm-up updates")
+    parser.add_argument("--table", type=Path, default=ROOT / "benchmark_runs" / "throughput.json",
+                        help="measurements are read from and added to this JSON file")
+    parser.add_argument("--estimate", action="store_true", help="read benchmark commands on stdin, one per line, and print their bill")
+    parser.add_argument("--workers", type=int, default=1, help="with --estimate: runs at a time")
+    parser.add_argument("--slurm", action="store_true", help="with --estimate: the --time of a Slurm array task")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("extra", nargs="*", help="flags after -- go to every run, as in benchmark.sh")
+    args = parser.parse_args()
+    if not args.seconds > 0:
+        fail(f"--seconds must be positive, got {args.seconds:g}")
+    if args.workers < 1:
+        fail(f"--workers must be positive, got {args.workers}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda: no CUDA device here")
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.child:
+        print(json.dumps(measure(json.loads(args.child), args.seconds, args.device)))
+        return
+    if args.estimate:
+        commands = [shlex.split(line) for line in sys.stdin.read().splitlines() if line.strip()]
+        if not commands:
+            fail("--estimate: no commands on stdin (is every selected run finished?)")
+    else:
+        commands = benchmark_commands(args.algos, args.envs, args.extra)
+    for command in commands:  # a wrong env id gets its line before any child starts
+        env_id = command[command.index("--env-id") + 1] if "--env-id" in command else load_file(command[1]).Args.env_id
+        try:
+            gym.spec(env_id)
+        except gym.error.Error as err:
+            fail(f"--env-id {env_id!r}: {err}")
+    results = measured(commands, args.table, args.seconds, args.device)
+    print_table(list({rate_key(c): c for c in commands}.values()), results)
+    if args.estimate:
+        print_estimate(commands, results, args.workers, args.slurm)
+
+
+if __name__ == "__main__":
+    main()
