@@ -41,6 +41,7 @@ differ: PyTorch instead of JAX, Gymnasium 1.x MuJoCo v4 envs (Pusher-v5: Pusher-
 
 import copy
 import csv
+import importlib.util
 import math
 import os
 import random
@@ -70,6 +71,12 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """if toggled, train on CUDA when it is available (else CPU)"""
+    track: bool = False
+    """if toggled, log the run to Weights & Biases (every TensorBoard scalar, the arguments, this file)"""
+    wandb_project_name: str = "flowpolicy-rl"
+    """the W&B project of --track"""
+    wandb_entity: str | None = None
+    """the W&B entity (team) of --track; none: your default entity"""
     capture_video: bool = False
     """whether to record videos of the first training env to videos/{run_name} (needs moviepy and a GL backend)"""
     save_model: bool = False
@@ -160,6 +167,10 @@ def find_arg_problem(args: Args) -> str | None:
         return f"--checkpoint-freq must be >= 0, got {args.checkpoint_freq}"
     if args.resume and not args.run_name:
         return "--resume needs the --run-name of the run to continue"
+    if args.track and importlib.util.find_spec("wandb") is None:
+        return "--track needs wandb, which is not installed: pip install wandb"
+    if args.capture_video and importlib.util.find_spec("moviepy") is None:
+        return "--capture-video needs moviepy, which is not installed: pip install moviepy"
     if not 0.0 <= args.gamma <= 1.0:
         return f"--gamma must lie in [0, 1], got {args.gamma}"
     if not 0.0 < args.tau <= 1.0:
@@ -446,6 +457,16 @@ def evaluate(act, eval_envs, low: torch.Tensor, high: torch.Tensor, device: torc
     return returns
 
 
+def start_tracking(args: Args, run_name: str, run_id: str | None) -> str:
+    """--track, CleanRL's convention: a W&B run that mirrors every TensorBoard scalar, with the arguments as its config
+    and this file saved. A resumed run passes the id its checkpoint kept, so its curves go on in the same W&B run."""
+    import wandb  # only under --track
+
+    run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, id=run_id, resume="allow",
+                     config=asdict(args), sync_tensorboard=True, save_code=True)
+    return run.id
+
+
 def log_losses(writer: SummaryWriter, losses: dict[str, torch.Tensor], global_step: int) -> str | None:
     """Write the losses (the only host sync of the update path); return the name of a non-finite one."""
     values = {name: value.item() for name, value in losses.items()}
@@ -560,6 +581,9 @@ def main(args: Args) -> None:
     high = torch.as_tensor(envs.single_action_space.high, dtype=torch.float32, device=device)
 
     resume_step = checkpoint["counters"]["global_step"] if checkpoint else None
+    wandb_run_id = checkpoint["counters"].get("wandb_run_id") if checkpoint else None
+    if args.track:  # before the SummaryWriter, which W&B then mirrors
+        wandb_run_id = start_tracking(args, run_name, wandb_run_id)
     writer = SummaryWriter(run_dir, purge_step=resume_step + 1 if checkpoint else None)  # resumed: drop later events
     if not checkpoint:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
@@ -588,7 +612,8 @@ def main(args: Args) -> None:
     budget_start = 0 if args.budget_includes_warmup else args.learning_starts  # the release counts after the warm-up
     final_step = budget_start + args.total_timesteps
     counters = {"global_step": 0, "num_updates": 0, "next_eval_step": budget_start + args.eval_freq, "elapsed_time": 0.0,
-                "next_checkpoint_step": args.checkpoint_freq, "last_train_return": math.nan, "last_eval_return": math.nan}
+                "next_checkpoint_step": args.checkpoint_freq, "last_train_return": math.nan, "last_eval_return": math.nan,
+                "wandb_run_id": wandb_run_id}
     if checkpoint:
         counters = restore_training_state(checkpoint, modules, tensors, rb, [envs, eval_envs])
         del checkpoint  # the buffer's host copy
@@ -704,7 +729,7 @@ def main(args: Args) -> None:
         if sigterm or (checkpoint_due and iteration < num_iterations):
             counters = {"global_step": global_step, "num_updates": num_updates, "next_eval_step": next_eval_step,
                         "next_checkpoint_step": next_checkpoint_step, "elapsed_time": time.time() - start_time,
-                        "last_train_return": last_train_return, "last_eval_return": last_eval_return}
+                        "last_train_return": last_train_return, "last_eval_return": last_eval_return, "wandb_run_id": wandb_run_id}
             save_checkpoint(checkpoint_path, training_state(args, modules, tensors, counters, rb, [envs, eval_envs]))
         if sigterm:
             writer.close()

@@ -8,9 +8,11 @@ import importlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -45,16 +47,27 @@ def algo_command(name: str, *flags: str) -> list[str]:
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # runs side by side do not oversubscribe the cores
 
 
-def run_algo(name: str, cwd: Path, *flags: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_algo(name: str, cwd: Path, *flags: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python {name}.py {flags}` in `cwd` (runs/ lands there) and return the finished process."""
-    return subprocess.run(algo_command(name, *flags), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=ONE_THREAD)
+    return subprocess.run(algo_command(name, *flags), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env or ONE_THREAD)
 
 
-def short_run(name: str, cwd: Path, *flags: str) -> subprocess.CompletedProcess:
+def short_run(name: str, cwd: Path, *flags: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """A tiny training run of `name` that must succeed."""
-    result = run_algo(name, cwd, *SHORT_RUN, *TINY_ARGS[name], *flags)
+    result = run_algo(name, cwd, *SHORT_RUN, *TINY_ARGS[name], *flags, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def wait_until(condition, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out waiting for the run"
+        time.sleep(0.05)
+
+
+def checkpoint_step(run_dir) -> int:
+    return torch.load(run_dir / "checkpoint.pt", weights_only=False)["counters"]["global_step"]
 
 
 @pytest.fixture(params=ALGOS)

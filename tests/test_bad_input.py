@@ -1,6 +1,7 @@
 """Bad input stops a file before any training, with one line that names what was wrong."""
 
 import math
+import sys
 
 import pytest
 import tyro
@@ -72,3 +73,14 @@ def test_non_finite_loss_stops_the_run(algo, tmp_path):
     rows = read_evaluations(tmp_path / "runs" / "nan")
     assert rows[-1]["global_step"] < 400  # stopped before the end
     assert all(math.isfinite(row["mean_return"]) for row in rows)  # and no NaN policy was evaluated
+
+
+@pytest.mark.parametrize("flag, package", [("--track", "wandb"), ("--capture-video", "moviepy")])
+def test_an_optional_package_that_is_missing_stops_the_run_with_its_install_command(algo, flag, package, tmp_path, monkeypatch):
+    module = load_algo(algo)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, package, None)  # importlib.util.find_spec now finds no such package
+    with pytest.raises(SystemExit) as stop:
+        module.main(tyro.cli(module.Args, args=["--no-cuda", flag]))
+    assert str(stop.value.code) == f"{algo}: error: {flag} needs {package}, which is not installed: pip install {package}"
+    assert not (tmp_path / "runs").exists()

@@ -42,7 +42,7 @@ def test_dry_run_lists_every_algo_env_seed_command(tmp_path):
 
 
 def test_tiny_benchmark_summary_and_rerun_skips(tmp_path):
-    pytest.importorskip("matplotlib", reason="the learning curves need the optional extra requirements-plots.txt")
+    pytest.importorskip("matplotlib", reason="the learning curves need the optional extra requirements-extras.txt")
     out = tmp_path / "out"
     first = benchmark(*TINY, "--workers", "2", "--out", str(out), *TINY_FLAGS)
     assert first.returncode == 0, first.stdout + first.stderr

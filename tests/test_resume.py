@@ -6,13 +6,12 @@ progress line comes every 30 s of wall time."""
 import random
 import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
 import torch
 import tyro
-from conftest import ONE_THREAD, TINY_ARGS, algo_command, load_algo, read_evaluations, run_algo
+from conftest import ONE_THREAD, TINY_ARGS, algo_command, checkpoint_step, load_algo, read_evaluations, run_algo, wait_until
 from evaluations import load_events
 
 TOTAL = 700
@@ -27,17 +26,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def wait_until(condition, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "timed out waiting for the run"
-        time.sleep(0.05)
-
-
-def checkpoint_step(run_dir) -> int:
-    return torch.load(run_dir / "checkpoint.pt", weights_only=False)["counters"]["global_step"]
 
 
 def test_killed_then_stopped_run_resumes_to_the_uninterrupted_schedule(algo, tmp_path):

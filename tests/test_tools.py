@@ -27,7 +27,7 @@ def test_inference_time_table_has_every_file_with_nfe_and_ratio():
 
 @pytest.mark.skipif("fpmd_r" not in ALGOS, reason="fpmd_r.py not present")
 def test_flow_trajectory_plot_from_a_saved_model(tmp_path):
-    pytest.importorskip("matplotlib", reason="the plot needs the optional extra requirements-plots.txt")
+    pytest.importorskip("matplotlib", reason="the plot needs the optional extra requirements-extras.txt")
     short_run("fpmd_r", tmp_path, "--env-id", "Hopper-v4", "--run-name", "traj", "--save-model")
     out = tmp_path / "paths.png"
     result = tool("plot_flow_trajectories.py", str(tmp_path / "runs" / "traj" / "fpmd_r.pt"), "--out", str(out), "--num-states", "2")
