@@ -90,19 +90,19 @@ def measure(command: list[str], seconds: float, device: str) -> dict:
     budget_start = 0 if getattr(args, "budget_includes_warmup", True) else args.learning_starts
     final_step = budget_start + args.total_timesteps  # the file's own step count: FPMD counts after its warm-up
 
-    # training: every add() is one vector step; SIGTERM once the window is over
-    stamps = []  # (time, env steps so far)
-    original_add = module.ReplayBuffer.add
+    # training: every add() is one vector step, stamped in constant time; SIGTERM once the window is over
+    random_phase, updates, stopping = [], [], []  # (time, env steps so far) of each vector step
+    original_add, env_steps = module.ReplayBuffer.add, 0
 
     def timed_add(buffer, obs, *rest):
+        nonlocal env_steps
         original_add(buffer, obs, *rest)
-        stamps.append((time.perf_counter(), stamps[-1][1] + len(obs) if stamps else len(obs)))
-        updates = [s for s in stamps if s[1] > args.learning_starts]
+        env_steps += len(obs)
+        (updates if env_steps > args.learning_starts else random_phase).append((time.perf_counter(), env_steps))
         if len(updates) > WARMUP_UPDATES and updates[-1][0] - updates[WARMUP_UPDATES][0] >= seconds and not stopping:
             stopping.append(True)
             os.kill(os.getpid(), signal.SIGTERM)  # the file's own handler: end the iteration, checkpoint, exit
 
-    stopping = []
     module.ReplayBuffer.add = timed_add
     timed_args = dataclasses.replace(args, run_name="throughput", checkpoint_freq=0, eval_freq=10 * final_step)
     with tempfile.TemporaryDirectory() as workdir:
@@ -114,8 +114,7 @@ def measure(command: list[str], seconds: float, device: str) -> dict:
                 fail(f"{rate_key(command)}: {stop.code}")
         os.chdir(ROOT)
     module.ReplayBuffer.add = original_add
-    random_phase = [s for s in stamps if s[1] <= args.learning_starts]
-    updates = [s for s in stamps if s[1] > args.learning_starts][WARMUP_UPDATES:]
+    updates = updates[WARMUP_UPDATES:]
     if len(updates) < 2:
         fail(f"{rate_key(command)}: the run ended before {WARMUP_UPDATES + 2} update iterations; raise --total-timesteps")
     (start, start_step), (end, end_step) = updates[0], updates[-1]
