@@ -303,7 +303,7 @@ def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args:
 
     def inference_policy(obs: torch.Tensor) -> torch.Tensor:
         z = args.eval_prior_scale * torch.randn(len(obs), action_dim, device=obs.device)
-        for features in time_features:  # sample_actions: z <- z + u(s, z, k / K, (k + 1) / K) / K
+        for features in time_features:  # sample_actions: z <- z + u(s, z, k / K, (k + 1) / K) / K (section 3.3)
             z = z + ema_policy.net(torch.cat([obs, z, features.expand(len(obs), -1)], -1)) / num_steps
         return z.clamp(-1.0, 1.0)
 

@@ -295,7 +295,7 @@ def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args:
 
     def inference_policy(obs: torch.Tensor) -> torch.Tensor:
         x = args.eval_prior_scale * torch.randn(len(obs), action_dim, device=obs.device)
-        for features in time_features:  # sample_actions: x <- x + v(s, x, k / K) / K
+        for features in time_features:  # sample_actions: x <- x + v(s, x, k / K) / K; K = 1 is Prop. 2's one step
             x = x + ema_policy.net(torch.cat([obs, x, features.expand(len(obs), -1)], -1)) / num_steps
         return x.clamp(-1.0, 1.0)
 

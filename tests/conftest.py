@@ -52,6 +52,12 @@ def run_algo(name: str, cwd: Path, *flags: str, timeout: float = 600, env: dict 
     return subprocess.run(algo_command(name, *flags), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env or ONE_THREAD)
 
 
+def run_tool(name: str, *args: str, cwd=None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python tools/{name} {args}` in `cwd` and return the finished process."""
+    return subprocess.run([sys.executable, str(ROOT / "tools" / name), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env=env or ONE_THREAD)
+
+
 def short_run(name: str, cwd: Path, *flags: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """A tiny training run of `name` that must succeed."""
     result = run_algo(name, cwd, *SHORT_RUN, *TINY_ARGS[name], *flags, env=env)

@@ -7,15 +7,14 @@ import sys
 
 import pytest
 import torch
-from conftest import ALGOS, ONE_THREAD, ROOT, TINY_ARGS, algo_command, checkpoint_step, short_run, wait_until
+from conftest import ALGOS, ONE_THREAD, TINY_ARGS, algo_command, checkpoint_step, run_tool, short_run, wait_until
 from test_resume import RESUMABLE_RUN
 
 EGL = {**ONE_THREAD, "MUJOCO_GL": "egl"}
 
 
-def enjoy(*args: str, cwd, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "enjoy.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=env or ONE_THREAD)
+def enjoy(*args: str, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run_tool("enjoy.py", *args, cwd=cwd, env=env)
 
 
 def returns_of(result: subprocess.CompletedProcess) -> list[float]:

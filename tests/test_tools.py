@@ -1,14 +1,13 @@
 """The tools run on real files and say what they should: inference-time table, flow trajectories, learning check."""
 
 import subprocess
-import sys
 
 import pytest
-from conftest import ALGOS, ROOT, SHORT_RUN, TINY_ARGS, short_run
+from conftest import ALGOS, SHORT_RUN, TINY_ARGS, run_tool, short_run
 
 
 def tool(name: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / name), *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+    result = run_tool(name, *args, cwd=cwd)
     assert result.returncode == 0, result.stderr[-2000:]
     return result
 

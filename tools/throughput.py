@@ -72,6 +72,17 @@ def load_file(path: str):
     return module
 
 
+def parsed_args(command: list[str]):
+    """The file's Args for a benchmark command, its defaults filled in as the file fills them."""
+    return tyro.cli(load_file(command[1]).Args, args=command[2:])
+
+
+def step_schedule(args) -> tuple[int, int]:
+    """(first counted step, final step) as the file counts them: the FPMD files count their budget after the warm-up."""
+    budget_start = 0 if getattr(args, "budget_includes_warmup", True) else args.learning_starts
+    return budget_start, budget_start + args.total_timesteps
+
+
 def machine_name(device: str) -> str:
     """The machine and device a table describes: the host and its CPU, or the GPU's name."""
     if device == "cuda":
@@ -85,10 +96,8 @@ def machine_name(device: str) -> str:
 def measure(command: list[str], seconds: float, device: str) -> dict:
     """Run the file of `command` in this process with the command's flags and time its training loop and one evaluation."""
     module = load_file(command[1])
-    flags = [*command[2:], "--cuda" if device == "cuda" else "--no-cuda"]
-    args = tyro.cli(module.Args, args=flags)
-    budget_start = 0 if getattr(args, "budget_includes_warmup", True) else args.learning_starts
-    final_step = budget_start + args.total_timesteps  # the file's own step count: FPMD counts after its warm-up
+    args = dataclasses.replace(parsed_args(command), cuda=device == "cuda")
+    _, final_step = step_schedule(args)
 
     # training: every add() is one vector step, stamped in constant time; SIGTERM once the window is over
     random_phase, updates, stopping = [], [], []  # (time, env steps so far) of each vector step
@@ -154,9 +163,8 @@ def measure(command: list[str], seconds: float, device: str) -> dict:
 def run_cost(command: list[str], m: dict) -> float:
     """Seconds of one run of `command` at the measured rates: the random warm-up, the updates, the evaluations. The
     step schedule is read from the command's own flags with the file's defaults, as the file counts it."""
-    args = tyro.cli(load_file(command[1]).Args, args=command[2:])
-    budget_start = 0 if getattr(args, "budget_includes_warmup", True) else args.learning_starts
-    final_step = budget_start + args.total_timesteps
+    args = parsed_args(command)
+    budget_start, final_step = step_schedule(args)
     random_steps = min(args.learning_starts, final_step)
     evaluations = math.ceil((final_step - budget_start) / args.eval_freq)  # every eval_freq, and one at the end
     random_seconds = random_steps / m["random_env_steps_per_s"] if m["random_env_steps_per_s"] else 0.0
@@ -203,11 +211,10 @@ def print_table(commands: list[list[str]], results: dict[str, dict]) -> None:
     print("| file | env | env steps / s | iterations / s | warm-up env steps / s | one evaluation, s | budget, env steps | hours / run |")
     print("|---|---|---|---|---|---|---|---|")
     for command in commands:
-        m, flags = results[rate_key(command)], command[2:]
+        m, args = results[rate_key(command)], parsed_args(command)
         warmup = f"{m['random_env_steps_per_s']:.0f}" if m["random_env_steps_per_s"] else "-"
-        print(f"| {Path(command[1]).stem} | {flags[flags.index('--env-id') + 1]} | {m['env_steps_per_s']:.1f} | "
-              f"{m['iterations_per_s']:.2f} | {warmup} | {m['eval_seconds']:.2f} | "
-              f"{flags[flags.index('--total-timesteps') + 1]} | {run_cost(command, m) / 3600:.2f} |")
+        print(f"| {Path(command[1]).stem} | {args.env_id} | {m['env_steps_per_s']:.1f} | {m['iterations_per_s']:.2f} | "
+              f"{warmup} | {m['eval_seconds']:.2f} | {args.total_timesteps} | {run_cost(command, m) / 3600:.2f} |")
 
 
 def print_estimate(commands: list[list[str]], results: dict[str, dict], workers: int, slurm: bool) -> None:
@@ -264,7 +271,7 @@ def main() -> None:
     else:
         commands = benchmark_commands(args.algos, args.envs, args.extra)
     for command in commands:  # a wrong env id gets its line before any child starts
-        env_id = command[command.index("--env-id") + 1] if "--env-id" in command else load_file(command[1]).Args.env_id
+        env_id = parsed_args(command).env_id
         try:
             gym.spec(env_id)
         except gym.error.Error as err:
