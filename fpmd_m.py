@@ -19,8 +19,8 @@ Usage: python fpmd_m.py --env-id Walker2d-v4 --seed 1
 
 Defaults follow the authors' JAX release ("flow_policy_iclr") as fpmd_r.py does, with one sampling step everywhere
 and (t, r) ~ U[0, 1] sorted so that t <= r, r != t for 100 % of the samples (the paper changes MeanFlow's 25 %).
-du/dt comes from forward-mode AD (torch.func.jvp) under no_grad, u_pred from a plain forward pass: the same gradient
-as differentiating through the jvp, with less memory.
+du/dt is a Jacobian-vector product taken under no_grad (two reverse-mode passes: see jvp), u_pred a plain forward pass:
+the same gradient as differentiating through the jvp, with less memory.
 
 Release vs paper (SPEC.md sections 3-4): where the paper's text says otherwise, the default is the release's and the
 paper's variant is one flag away.
@@ -47,6 +47,7 @@ import importlib.util
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -109,6 +110,12 @@ class Args:
     """write runs/{run_name}/checkpoint.pt every this many env steps (0: only when stopped by SIGTERM)"""
     resume: bool = False
     """continue runs/{run_name} from its checkpoint.pt; pass the run's other flags unchanged"""
+    compile: bool = False
+    """if toggled, torch.compile the update steps and the acting policy (with CUDA graphs on a GPU); the first updates
+    compile, a minute or more"""
+    matmul_precision: Literal["highest", "high"] = "high"
+    """float32 matmuls on CUDA: high (TF32 where the GPU has it: JAX's default, with which the release trained) or
+    highest (full float32, PyTorch's default); no effect on a CPU"""
     budget_includes_warmup: bool = False
     """if toggled, --total-timesteps and the evaluation schedule count the --learning-starts warm-up steps too;
     by default they count from the end of the warm-up, as the release does"""
@@ -175,6 +182,8 @@ def find_arg_problem(args: Args) -> str | None:
         return "--track needs wandb, which is not installed: pip install wandb"
     if args.capture_video and importlib.util.find_spec("moviepy") is None:
         return "--capture-video needs moviepy, which is not installed: pip install moviepy"
+    if args.compile and (problem := find_compile_problem(torch.cuda.is_available() and args.cuda)):
+        return problem
     if not 0.0 <= args.gamma <= 1.0:
         return f"--gamma must lie in [0, 1], got {args.gamma}"
     if not 0.0 < args.tau <= 1.0:
@@ -187,6 +196,16 @@ def find_arg_problem(args: Args) -> str | None:
         gym.spec(args.env_id)
     except gym.error.Error as err:
         return f"--env-id {args.env_id!r}: {err}"
+    return None
+
+
+def find_compile_problem(on_cuda: bool) -> str | None:
+    """What --compile needs and this machine lacks, as a one-line message: Triton on CUDA, a C++ compiler on a CPU."""
+    if on_cuda and importlib.util.find_spec("triton") is None:
+        return "--compile on CUDA needs Triton, which is not installed: pip install triton"
+    compiler = os.environ.get("CXX", "g++")  # the compiler inductor builds CPU kernels with
+    if not on_cuda and shutil.which(compiler) is None:
+        return f"--compile on a CPU needs a C++ compiler: {compiler} is not on the PATH (or set CXX to yours)"
     return None
 
 
@@ -279,8 +298,10 @@ class MeanVelocityField(nn.Module):
         """The inputs that depend on time alone (the last columns of the first layer's input)."""
         return torch.cat([self.t_embedding(t), self.r_embedding(r)], -1)
 
-    def forward(self, obs: torch.Tensor, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([obs, z, self.time_features(t, r)], -1))
+    def forward(self, obs: torch.Tensor, z: torch.Tensor, t=None, r=None, time_features=None) -> torch.Tensor:
+        """u(s, z, t, r); a sampler passes the time features of its step's (t, r) instead, one row for all its states."""
+        time_features = self.time_features(t, r) if time_features is None else time_features
+        return self.net(torch.cat([obs, z, time_features.expand(*z.shape[:-1], -1)], -1))
 
 
 def make_networks(obs_dim: int, action_dim: int, action_scale: torch.Tensor, args: Args) -> dict[str, nn.Module]:
@@ -293,21 +314,17 @@ def make_networks(obs_dim: int, action_dim: int, action_scale: torch.Tensor, arg
 
 def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):
     """The evaluation policy obs -> action in [-1, 1]^d: --eval-flow-steps mean-velocity steps of the EMA policy from
-    x0 ~ N(0, eval_prior_scale^2 I), no particles, no noise; and its network evaluations per action (NFE).
-    Made once per evaluation, for fixed weights: the time features of the fixed times (t, r) = (k / K, (k + 1) / K) do
-    not depend on the state, so they are computed here once, and acting runs only the policy's state-dependent network."""
-    ema_policy, num_steps = networks["ema_policy"], args.eval_flow_steps
+    x0 ~ N(0, eval_prior_scale^2 I), no particles, no noise; and its network evaluations per action (NFE). Made once
+    per evaluation, for fixed weights: the sampler's time features are computed here, once."""
+    ema_policy = networks["ema_policy"]
     with torch.no_grad():
-        times = torch.arange(num_steps, device=next(ema_policy.parameters()).device) / num_steps
-        time_features = ema_policy.time_features(times, times + 1.0 / num_steps)
+        time_features = sampling_time_features(ema_policy, args.eval_flow_steps, next(ema_policy.parameters()).device)
 
-    def inference_policy(obs: torch.Tensor) -> torch.Tensor:
-        z = args.eval_prior_scale * torch.randn(len(obs), action_dim, device=obs.device)
-        for features in time_features:  # sample_actions: z <- z + u(s, z, k / K, (k + 1) / K) / K (section 3.3)
-            z = z + ema_policy.net(torch.cat([obs, z, features.expand(len(obs), -1)], -1)) / num_steps
-        return z.clamp(-1.0, 1.0)
+    def inference_policy(obs: torch.Tensor) -> torch.Tensor:  # one step: the paper's one-step sample
+        x0 = args.eval_prior_scale * torch.randn(len(obs), action_dim, device=obs.device)
+        return sample_actions(ema_policy, obs, x0, time_features).clamp(-1.0, 1.0)
 
-    return inference_policy, num_steps
+    return inference_policy, args.eval_flow_steps
 
 
 class ReplayBuffer:
@@ -375,21 +392,36 @@ def td_target(rewards, terminations, next_value, gamma: float) -> torch.Tensor:
     return rewards + gamma * (1.0 - terminations) * next_value
 
 
-def sample_actions(policy: nn.Module, obs: torch.Tensor, x0: torch.Tensor, num_steps: int) -> torch.Tensor:
-    """K mean-velocity steps z <- z + u(s, z, k/K, (k+1)/K) / K from x0 at t = 0 to t = 1 (NFE = K); K = 1 is the
-    paper's one-step sampler a = x0 + u(s, x0, 0, 1)."""
-    z = x0
-    for k in range(num_steps):
-        t = torch.full(z.shape[:-1], k / num_steps, device=z.device)
-        z = z + policy(obs, z, t, t + 1.0 / num_steps) / num_steps
+def sampling_time_features(policy: nn.Module, num_steps: int, device: torch.device) -> torch.Tensor:
+    """The time features of the K steps' times (t, r) = (k / K, (k + 1) / K), one row per step. They depend on neither
+    the state nor z, so a sampler computes them once per call (the inference policy once per evaluation)."""
+    times = torch.arange(num_steps, device=device) / num_steps
+    return policy.time_features(times, times + 1.0 / num_steps)
+
+
+def sample_actions(policy: nn.Module, obs: torch.Tensor, x0: torch.Tensor, time_features: torch.Tensor) -> torch.Tensor:
+    """K mean-velocity steps z <- z + u(s, z, k/K, (k+1)/K) / K from x0 at t = 0 to t = 1, the time features of
+    (k/K, (k+1)/K) being row k of time_features (NFE = K, the rows). K = 1 is the paper's one-step sampler
+    a = x0 + u(s, x0, 0, 1) (section 3.3)."""
+    z, num_steps = x0, len(time_features)
+    for features in time_features:
+        z = z + policy(obs, z, time_features=features) / num_steps
     return z
+
+
+def jvp(fn, primals: tuple, tangents: tuple) -> torch.Tensor:
+    """J v, the derivative of fn at primals along tangents, by two reverse-mode passes: u -> J^T u (a vjp) is linear in
+    u, so its own vjp at any u, applied to v, is J v. torch.func.jvp's forward mode gives the same numbers, but
+    torch.compile cannot trace it through these networks, and eager it takes a slow path (measured in
+    docs/measurements.md)."""
+    out, vjp_fn = torch.func.vjp(fn, *primals)
+    return torch.func.vjp(vjp_fn, torch.zeros_like(out))[1](tangents)[0]
 
 
 def mean_velocity_time_derivative(mean_velocity, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """du/dt = v d_z u + d_t u along the flow through z at time t (r held fixed): the jvp of u(z, t, r) with the
-    tangent (v, 1, 0), in forward mode, so no graph is kept."""
-    _, dudt = torch.func.jvp(mean_velocity, (z, t, r), (v, torch.ones_like(t), torch.zeros_like(r)))
-    return dudt
+    tangent (v, 1, 0)."""
+    return jvp(mean_velocity, (z, t, r), (v, torch.ones_like(t), torch.zeros_like(r)))
 
 
 def mean_flow_target(mean_velocity, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -426,7 +458,8 @@ def sample_particles(policy, obs: torch.Tensor, num_particles: int, action_dim: 
     """The training sampler: num_particles actions per state, shape (batch, N, action_dim), each integrated from its
     own x0 ~ N(0, prior_scale^2 I) (the release's p_sample uses 0.5)."""
     x0 = prior_scale * torch.randn(len(obs), num_particles, action_dim, device=obs.device)
-    return sample_actions(policy, obs[:, None].expand(-1, num_particles, -1), x0, num_steps)
+    time_features = sampling_time_features(policy, num_steps, obs.device)
+    return sample_actions(policy, obs[:, None].expand(-1, num_particles, -1), x0, time_features)
 
 
 def best_of_n(qf1, qf2, obs: torch.Tensor, particles: torch.Tensor, noise_std: torch.Tensor) -> torch.Tensor:
@@ -436,15 +469,6 @@ def best_of_n(qf1, qf2, obs: torch.Tensor, particles: torch.Tensor, noise_std: t
     q = torch.min(qf1(obs_per_particle, particles), qf2(obs_per_particle, particles))
     best = particles[torch.arange(len(obs), device=obs.device), q.argmax(1)].clamp(-1.0, 1.0)
     return best + noise_std * torch.randn_like(best)
-
-
-def apply_gradient(optimizer: torch.optim.Optimizer, loss: torch.Tensor, num_steps: int) -> None:
-    """Backpropagate `loss` once and apply that gradient with num_steps optimizer steps: the release steps its critic
-    optimizer twice per gradient (--critic-adam-steps 2), the paper's algorithm once."""
-    optimizer.zero_grad()
-    loss.backward()
-    for _ in range(num_steps):
-        optimizer.step()
 
 
 def noise_schedule_loss(log_alpha: torch.Tensor, action_dim: int, target_entropy_per_dim: float) -> torch.Tensor:
@@ -462,10 +486,30 @@ def policy_lr_at(iteration: int, lr: float, lr_final: float, decay_start: int, d
     return lr + progress * (lr_final - lr)
 
 
+@torch.compiler.disable  # a graph break under --compile in any case (backward); eager, the fused step never recompiles
+def apply_gradient(optimizer: torch.optim.Optimizer, loss: torch.Tensor, num_steps: int = 1) -> None:
+    """Backpropagate `loss` once and apply that gradient with num_steps optimizer steps (FPMD's release steps its critic
+    optimizer twice per gradient: --critic-adam-steps 2; every other update takes one step)."""
+    optimizer.zero_grad()
+    loss.backward()
+    for _ in range(num_steps):
+        optimizer.step()
+
+
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak average theta' <- (1 - tau) theta' + tau theta, one fused op over all parameters."""
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def compile_function(function, device: torch.device):
+    """--compile: `function` through torch.compile, with CUDA graphs on a GPU (mode reduce-overhead) and inductor's
+    default on a CPU. A CUDA graph's outputs live in memory that its next replay overwrites: there they are cloned on
+    the way out (a tensor, or a tuple or dict of tensors)."""
+    if device.type != "cuda":
+        return torch.compile(function)
+    graphed = torch.compile(function, mode="reduce-overhead")
+    return lambda *inputs: torch.utils._pytree.tree_map(torch.clone, graphed(*inputs))
 
 
 @torch.no_grad()
@@ -536,7 +580,7 @@ def save_checkpoint(path: str, state: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-RESUME_MAY_CHANGE = {"resume", "checkpoint_freq", "cuda", "capture_video", "save_model"}  # every other flag must match
+RESUME_MAY_CHANGE = {"resume", "checkpoint_freq", "cuda", "compile", "capture_video", "save_model"}  # every other flag must match
 
 
 def read_checkpoint(path: str, args: Args) -> tuple[dict | None, str | None]:
@@ -591,6 +635,7 @@ def main(args: Args) -> None:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.backends.cuda.matmul.allow_tf32 = args.matmul_precision == "high"  # TF32 matmuls on CUDA; a CPU ignores it
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
@@ -616,24 +661,55 @@ def main(args: Args) -> None:
     eval_file = open_evaluations(os.path.join(run_dir, "evaluations.csv"), resume_step)
     eval_csv = csv.writer(eval_file, lineterminator="\n")  # plain lines, for awk and tail as much as for csv readers
 
-    # ALGO LOGIC: networks and optimizers
+    # ALGO LOGIC: networks and optimizers (fused Adam: one kernel steps all of an optimizer's tensors)
     networks = {name: net.to(device) for name, net in make_networks(obs_dim, action_dim, (high - low) / 2, args).items()}
     policy, ema_policy, qf1, qf2 = (networks[k] for k in ("policy", "ema_policy", "qf1", "qf2"))  # the EMA policy acts
     qf1_target, qf2_target = networks["qf1_target"], networks["qf2_target"]
-    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr)
-    policy_optimizer = torch.optim.Adam(policy.parameters(), lr=args.policy_lr)
+    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr, fused=True)
+    actor_optimizer = torch.optim.Adam(policy.parameters(), lr=args.policy_lr, fused=True)
     log_alpha = torch.tensor(math.log(args.alpha_init), device=device, requires_grad=True)
-    alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr)
+    alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr, fused=True)
     q_mean, q_std = torch.zeros((), device=device), torch.ones((), device=device)  # running statistics of Q [release]
 
-    def best_action(sampling_policy: nn.Module, obs: torch.Tensor) -> torch.Tensor:  # eq. 18 with the training sampler
+    # ALGO LOGIC: the update steps and the acting policy, as functions that --compile compiles
+    def best_action(sampling_policy: nn.Module, obs, alpha) -> torch.Tensor:  # eq. 18 with the training sampler
         particles = sample_particles(sampling_policy, obs, args.num_particles, action_dim, args.train_prior_scale, args.flow_steps)
         return best_of_n(qf1, qf2, obs, particles, 0.1 * alpha)
+
+    def update_critic(obs, actions, rewards, next_obs, terminations, alpha):
+        with torch.no_grad():  # a': one best-of-N action of the online policy at s', for eq. 17 and the actor loss
+            next_actions = best_action(policy, next_obs, alpha)
+            min_qf_next = torch.min(qf1_target(next_obs, next_actions), qf2_target(next_obs, next_actions))
+            next_q_value = td_target(args.reward_scale * rewards, terminations, min_qf_next, args.gamma)  # eq. 17
+        qf1_a_values = qf1(obs, actions)
+        qf2_a_values = qf2(obs, actions)
+        qf_loss = F.mse_loss(qf1_a_values, next_q_value) + F.mse_loss(qf2_a_values, next_q_value)  # eq. 17
+        apply_gradient(q_optimizer, qf_loss, args.critic_adam_steps)
+        with torch.no_grad():  # Q of the just-updated critics at (s', a'); its running statistics move every iteration
+            q = torch.min(qf1(next_obs, next_actions), qf2(next_obs, next_actions))
+            q_mean.lerp_(q.mean(), Q_STATS_RATE)
+            q_std.lerp_(q.std(), Q_STATS_RATE)
+        return next_actions, q, {"losses/qf_loss": qf_loss.detach() / 2, "losses/qf1_values": qf1_a_values.detach().mean()}
+
+    def update_actor(next_obs, next_actions, q, alpha) -> dict[str, torch.Tensor]:  # at s', with a1 = a' from pi_old
+        weights = policy_weights(q, q_mean, q_std, alpha, args.weighting)
+        actor_loss = mean_flow_loss(policy, next_obs, next_actions, weights, args.mf_ratio)  # eq. 16
+        apply_gradient(actor_optimizer, actor_loss)
+        soft_update(qf1_target, qf1, args.tau)
+        soft_update(qf2_target, qf2, args.tau)
+        soft_update(ema_policy, policy, args.tau)
+        return {"losses/actor_loss": actor_loss.detach(), "losses/weight_max": weights.max()}
+
+    def act(obs, alpha) -> torch.Tensor:  # the training policy: the EMA policy's best particle with exploration noise
+        return best_action(ema_policy, obs, alpha)
+
+    if args.compile:
+        update_critic, update_actor, act = (compile_function(f, device) for f in (update_critic, update_actor, act))
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, device, args.seed)
 
     # TRY NOT TO MODIFY: the loop's state, everything a checkpoint holds; --resume continues from a checkpoint's
-    modules = {**networks, "q_optimizer": q_optimizer, "policy_optimizer": policy_optimizer, "alpha_optimizer": alpha_optimizer}
+    modules = {**networks, "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer, "alpha_optimizer": alpha_optimizer}
     tensors = {"log_alpha": log_alpha, "q_mean": q_mean, "q_std": q_std}
     budget_start = 0 if args.budget_includes_warmup else args.learning_starts  # the release counts after the warm-up
     final_step = budget_start + args.total_timesteps
@@ -653,9 +729,12 @@ def main(args: Args) -> None:
 
     # TRY NOT TO MODIFY: start the game
     start_time, next_progress_time = time.time() - counters["elapsed_time"], time.time() + 30
-    learning_start_time, learning_start_step = (time.time(), global_step) if global_step > args.learning_starts else (None, 0)
+    learning_start_time, learning_start_step = None, 0  # set at this process's first update: steps/s count from there
     num_iterations = -(-final_step // args.num_envs)
     obs, _ = envs.reset(seed=args.seed if resume_step is None else None)  # a resumed run starts new episodes
+    if args.compile:
+        print(f"global_step {global_step}/{final_step} | --compile: the first update iterations compile the update steps"
+              " and the acting policy (a minute or more)", flush=True)
     for iteration in range(global_step // args.num_envs + 1, num_iterations + 1):
         global_step = iteration * args.num_envs
         # ALGO LOGIC: put action logic here
@@ -663,7 +742,7 @@ def main(args: Args) -> None:
             if global_step <= args.learning_starts:
                 actions = torch.rand((args.num_envs, action_dim), device=device) * 2 - 1
             else:
-                actions = best_action(ema_policy, torch.as_tensor(obs, dtype=torch.float32, device=device))
+                actions = act(torch.as_tensor(obs, dtype=torch.float32, device=device), alpha)
 
         # TRY NOT TO MODIFY: execute the game and log data.
         next_obs, rewards, terminations, truncations, infos = envs.step(action_to_env(actions, low, high))
@@ -683,41 +762,18 @@ def main(args: Args) -> None:
                 learning_start_time, learning_start_step = time.time(), global_step
             num_updates += 1
             b_obs, b_actions, b_rewards, b_next_obs, b_terminations = rb.sample(args.batch_size)
-            with torch.no_grad():  # a': one best-of-N action of the online policy at s', for eq. 17 and the actor loss
-                next_actions = best_action(policy, b_next_obs)
-                min_qf_next = torch.min(qf1_target(b_next_obs, next_actions), qf2_target(b_next_obs, next_actions))
-                next_q_value = td_target(args.reward_scale * b_rewards, b_terminations, min_qf_next, args.gamma)  # eq. 17
-
-            qf1_a_values = qf1(b_obs, b_actions)
-            qf2_a_values = qf2(b_obs, b_actions)
-            qf_loss = F.mse_loss(qf1_a_values, next_q_value) + F.mse_loss(qf2_a_values, next_q_value)  # eq. 17
-            apply_gradient(q_optimizer, qf_loss, args.critic_adam_steps)
-            losses.update({"losses/qf_loss": qf_loss.detach() / 2, "losses/qf1_values": qf1_a_values.detach().mean()})
-
-            with torch.no_grad():  # Q of the just-updated critics at (s', a'); its running statistics move every iteration
-                q = torch.min(qf1(b_next_obs, next_actions), qf2(b_next_obs, next_actions))
-                q_mean.lerp_(q.mean(), Q_STATS_RATE)
-                q_std.lerp_(q.std(), Q_STATS_RATE)
-            if num_updates % args.policy_frequency == 0:  # the actor loss at s', with a1 = a' from pi_old
-                weights = policy_weights(q, q_mean, q_std, alpha, args.weighting)
-                for group in policy_optimizer.param_groups:
+            next_actions, q, critic_losses = update_critic(b_obs, b_actions, b_rewards, b_next_obs, b_terminations, alpha)
+            losses.update(critic_losses)
+            if num_updates % args.policy_frequency == 0:  # the actor step, then the target critics and the EMA policy
+                for group in actor_optimizer.param_groups:
                     group["lr"] = policy_lr_at(num_updates, args.policy_lr, args.policy_lr_final, args.lr_decay_start, args.lr_decay_end)
-                policy_loss = mean_flow_loss(policy, b_next_obs, next_actions, weights, args.mf_ratio)  # eq. 16
-                policy_optimizer.zero_grad()
-                policy_loss.backward()
-                policy_optimizer.step()
-                soft_update(qf1_target, qf1, args.tau)
-                soft_update(qf2_target, qf2, args.tau)
-                soft_update(ema_policy, policy, args.tau)
-                losses.update({"losses/policy_loss": policy_loss.detach(), "losses/weight_max": weights.max()})
+                losses.update(update_actor(b_next_obs, next_actions, q, alpha))
 
             if num_updates % args.alpha_update_freq == 0:  # the scheduled exploration variance
                 alpha_loss = noise_schedule_loss(log_alpha, action_dim, args.target_entropy_per_dim)
-                alpha_optimizer.zero_grad()
-                alpha_loss.backward()
-                alpha_optimizer.step()
+                apply_gradient(alpha_optimizer, alpha_loss)
                 alpha = log_alpha.exp().detach()
-                losses.update({"losses/alpha": alpha, "losses/sigma": 0.1 * alpha})
+                losses.update({"losses/alpha_loss": alpha_loss.detach(), "losses/alpha": alpha, "losses/sigma": 0.1 * alpha})
 
         evaluating = global_step >= next_eval_step or iteration == num_iterations
         if losses and (num_updates % 100 == 0 or evaluating):

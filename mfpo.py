@@ -49,11 +49,13 @@ import importlib.util
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -110,6 +112,12 @@ class Args:
     """write runs/{run_name}/checkpoint.pt every this many env steps (0: only when stopped by SIGTERM)"""
     resume: bool = False
     """continue runs/{run_name} from its checkpoint.pt; pass the run's other flags unchanged"""
+    compile: bool = False
+    """if toggled, torch.compile the update steps and the acting policy (with CUDA graphs on a GPU); the first updates
+    compile, a minute or more"""
+    matmul_precision: Literal["highest", "high"] = "high"
+    """float32 matmuls on CUDA: high (TF32 where the GPU has it: JAX's default, with which the release trained) or
+    highest (full float32, PyTorch's default); no effect on a CPU"""
 
     # Algorithm specific arguments
     policy_lr: float = 3e-4
@@ -166,6 +174,8 @@ def find_arg_problem(args: Args) -> str | None:
         return "--track needs wandb, which is not installed: pip install wandb"
     if args.capture_video and importlib.util.find_spec("moviepy") is None:
         return "--capture-video needs moviepy, which is not installed: pip install moviepy"
+    if args.compile and (problem := find_compile_problem(torch.cuda.is_available() and args.cuda)):
+        return problem
     if not 0.0 <= args.gamma <= 1.0:
         return f"--gamma must lie in [0, 1], got {args.gamma}"
     if not 0.0 < args.tau <= 1.0:
@@ -180,6 +190,16 @@ def find_arg_problem(args: Args) -> str | None:
         gym.spec(args.env_id)
     except gym.error.Error as err:
         return f"--env-id {args.env_id!r}: {err}"
+    return None
+
+
+def find_compile_problem(on_cuda: bool) -> str | None:
+    """What --compile needs and this machine lacks, as a one-line message: Triton on CUDA, a C++ compiler on a CPU."""
+    if on_cuda and importlib.util.find_spec("triton") is None:
+        return "--compile on CUDA needs Triton, which is not installed: pip install triton"
+    compiler = os.environ.get("CXX", "g++")  # the compiler inductor builds CPU kernels with
+    if not on_cuda and shutil.which(compiler) is None:
+        return f"--compile on a CPU needs a C++ compiler: {compiler} is not on the PATH (or set CXX to yours)"
     return None
 
 
@@ -465,19 +485,27 @@ def ess_weighted_velocity(x_t, t, policy_actions, policy_log_probs, policy_q, ga
     return (ess_policy[:, None] * v_policy + ess_gaussian[:, None] * v_gaussian) / (ess_policy + ess_gaussian)[:, None]
 
 
+def jvp(fn, primals: tuple, tangents: tuple) -> torch.Tensor:
+    """J v, the derivative of fn at primals along tangents, by two reverse-mode passes: u -> J^T u (a vjp) is linear in
+    u, so its own vjp at any u, applied to v, is J v. torch.func.jvp's forward mode gives the same numbers, but
+    torch.compile cannot trace it through LayerNorm, and eager it takes a slow path (measured in
+    docs/measurements.md)."""
+    out, vjp_fn = torch.func.vjp(fn, *primals)
+    return torch.func.vjp(vjp_fn, torch.zeros_like(out))[1](tangents)[0]
+
+
 def time_derivative(fn, x: torch.Tensor, t: torch.Tensor, r: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
-    """df/dt = velocity d_x f + d_t f along the flow (r held fixed): the jvp of f(x, t, r) with tangent (velocity, 1, 0),
-    in forward mode. MeanFlow targets are value - (t - r) df/dt (eqs. 17, 28)."""
-    return torch.func.jvp(fn, (x, t, r), (velocity, torch.ones_like(t), torch.zeros_like(r)))[1]
+    """df/dt = velocity d_x f + d_t f along the flow (r held fixed): the jvp of f(x, t, r) with tangent (velocity, 1, 0).
+    MeanFlow targets are value - (t - r) df/dt (eqs. 17, 28)."""
+    return jvp(fn, (x, t, r), (velocity, torch.ones_like(t), torch.zeros_like(r)))
 
 
 def hutchinson_divergence(fn, x: torch.Tensor, num_probes: int) -> torch.Tensor:
-    """eq. 16: div f(x) ~ mean_n e_n^T (df/dx) e_n with e_n ~ N(0, I), each J e_n a forward-mode jvp."""
-    estimates = []
-    for _ in range(num_probes):
-        probe = torch.randn_like(x)
-        estimates.append((probe * torch.func.jvp(fn, (x,), (probe,))[1]).sum(-1))
-    return torch.stack(estimates).mean(0)
+    """eq. 16: div f(x) ~ mean_n e_n^T (df/dx) e_n with e_n ~ N(0, I). The num_probes products J e_n are one jvp of fn
+    on num_probes stacked copies of the batch x (B, d): fn takes (num_probes B, d)."""
+    x_rep = x.repeat(num_probes, 1)
+    probes = torch.randn_like(x_rep)
+    return (probes * jvp(fn, (x_rep,), (probes,))).sum(-1).view(num_probes, -1).mean(0)
 
 
 def actor_loss_fn(policy, obs: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, r: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
@@ -493,16 +521,38 @@ def adn_loss_fn(adn, policy, obs: torch.Tensor, actions: torch.Tensor, t: torch.
     v = u(s, ., t, 0) is the policy's instantaneous velocity and div v its Hutchinson estimate (eq. 16)."""
     x_t = (1 - t[:, None]) * actions + t[:, None] * torch.randn_like(actions)
     with torch.no_grad():
-        instantaneous = lambda x: policy(obs, x, t, torch.zeros_like(t))
-        d_delta_dt = time_derivative(lambda x, t, r: adn(obs, x, t, t - r).squeeze(-1), x_t, t, r, instantaneous(x_t))
-        target = hutchinson_divergence(instantaneous, x_t, num_probes) - (t - r).clamp(0.0, 1.0) * d_delta_dt
+        velocity = policy(obs, x_t, t, torch.zeros_like(t))  # h = 0: the instantaneous velocity
+        d_delta_dt = time_derivative(lambda x, t, r: adn(obs, x, t, t - r).squeeze(-1), x_t, t, r, velocity)
+        obs_rep, t_rep = obs.repeat(num_probes, 1), t.repeat(num_probes)  # for the probes' stacked copies of x_t
+        divergence = hutchinson_divergence(lambda x: policy(obs_rep, x, t_rep, torch.zeros_like(t_rep)), x_t, num_probes)
+        target = divergence - (t - r).clamp(0.0, 1.0) * d_delta_dt
     return F.mse_loss(adn(obs, x_t, t, t - r).squeeze(-1), target)
+
+
+@torch.compiler.disable  # a graph break under --compile in any case (backward); eager, the fused step never recompiles
+def apply_gradient(optimizer: torch.optim.Optimizer, loss: torch.Tensor, num_steps: int = 1) -> None:
+    """Backpropagate `loss` once and apply that gradient with num_steps optimizer steps (FPMD's release steps its critic
+    optimizer twice per gradient: --critic-adam-steps 2; every other update takes one step)."""
+    optimizer.zero_grad()
+    loss.backward()
+    for _ in range(num_steps):
+        optimizer.step()
 
 
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak average theta' <- (1 - tau) theta' + tau theta, one fused op over all parameters."""
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def compile_function(function, device: torch.device):
+    """--compile: `function` through torch.compile, with CUDA graphs on a GPU (mode reduce-overhead) and inductor's
+    default on a CPU. A CUDA graph's outputs live in memory that its next replay overwrites: there they are cloned on
+    the way out (a tensor, or a tuple or dict of tensors)."""
+    if device.type != "cuda":
+        return torch.compile(function)
+    graphed = torch.compile(function, mode="reduce-overhead")
+    return lambda *inputs: torch.utils._pytree.tree_map(torch.clone, graphed(*inputs))
 
 
 @torch.no_grad()
@@ -573,7 +623,7 @@ def save_checkpoint(path: str, state: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-RESUME_MAY_CHANGE = {"resume", "checkpoint_freq", "cuda", "capture_video", "save_model"}  # every other flag must match
+RESUME_MAY_CHANGE = {"resume", "checkpoint_freq", "cuda", "compile", "capture_video", "save_model"}  # every other flag must match
 
 
 def read_checkpoint(path: str, args: Args) -> tuple[dict | None, str | None]:
@@ -628,6 +678,7 @@ def main(args: Args) -> None:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.backends.cuda.matmul.allow_tf32 = args.matmul_precision == "high"  # TF32 matmuls on CUDA; a CPU ignores it
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
@@ -653,22 +704,83 @@ def main(args: Args) -> None:
     eval_file = open_evaluations(os.path.join(run_dir, "evaluations.csv"), resume_step)
     eval_csv = csv.writer(eval_file, lineterminator="\n")  # plain lines, for awk and tail as much as for csv readers
 
-    # ALGO LOGIC: networks and optimizers
+    # ALGO LOGIC: networks and optimizers (fused Adam: one kernel steps all of an optimizer's tensors)
     networks = {name: net.to(device) for name, net in make_networks(obs_dim, action_dim, (high - low) / 2, args).items()}
     policy, adn, qf1, qf2 = (networks[k] for k in ("policy", "adn", "qf1", "qf2"))
     qf1_target, qf2_target = networks["qf1_target"], networks["qf2_target"]
-    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr)
-    policy_optimizer = torch.optim.Adam(policy.parameters(), lr=args.policy_lr)
-    adn_optimizer = torch.optim.Adam(adn.parameters(), lr=args.adn_lr)
+    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr, fused=True)
+    actor_optimizer = torch.optim.Adam(policy.parameters(), lr=args.policy_lr, fused=True)
+    adn_optimizer = torch.optim.Adam(adn.parameters(), lr=args.adn_lr, fused=True)
     log_alpha = torch.tensor(math.log(args.alpha_init), device=device, requires_grad=True)
-    alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr)
+    alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr, fused=True)
     target_entropy = args.target_entropy_per_dim * action_dim
     atoms = torch.linspace(args.v_min, args.v_max, args.num_atoms, device=device)
+
+    # ALGO LOGIC: the update steps and the acting policy, as functions that --compile compiles
+    def update_critic(obs, actions, rewards, next_obs, terminations, alpha) -> dict[str, torch.Tensor]:
+        with torch.no_grad():  # the soft TD target on the C51 atoms (eq. 29)
+            next_noise = torch.randn(len(next_obs), action_dim, device=device)
+            next_actions, next_log_probs = sample_with_log_prob(policy, adn, next_obs, next_noise, args.sampling_steps)
+            target_logits = [qf1_target(next_obs, next_actions), qf2_target(next_obs, next_actions)]
+            target_probs = soft_td_distribution(
+                target_logits, rewards, terminations, next_log_probs, alpha, args.gamma, atoms, args.use_cdq
+            )
+        qf1_logits, qf2_logits = qf1(obs, actions), qf2(obs, actions)
+        qf_loss = -(target_probs * (qf1_logits.log_softmax(-1) + qf2_logits.log_softmax(-1))).sum(-1).mean()
+        apply_gradient(q_optimizer, qf_loss)
+        soft_update(qf1_target, qf1, args.tau)
+        soft_update(qf2_target, qf2, args.tau)
+        qf1_values = qf1_logits.detach().softmax(-1) @ atoms
+        return {"losses/qf_loss": qf_loss.detach() / 2, "losses/qf1_values": qf1_values.mean()}
+
+    def update_actor(obs, alpha):  # regress u onto the ESS-weighted velocity estimate of the Boltzmann target (eqs. 23-28)
+        batch_size = len(obs)
+        t, r = sample_time_pairs(batch_size, args.mf_flow_ratio, device)
+        with torch.no_grad():
+            obs_rep = obs.repeat_interleave(args.num_policy_samples, 0)
+            policy_actions, policy_log_probs = sample_with_log_prob(
+                policy, adn, obs_rep, torch.randn(len(obs_rep), action_dim, device=device), args.sampling_steps
+            )
+            policy_actions = policy_actions.view(batch_size, args.num_policy_samples, action_dim)
+            policy_log_probs = policy_log_probs.view(batch_size, args.num_policy_samples)
+            x_t = (1 - t[:, None]) * policy_actions[:, 0] + t[:, None] * torch.randn(batch_size, action_dim, device=device)
+            gaussian_actions = gaussian_proposal(x_t, t, args.num_gaussian_samples)
+            # two calls per critic; the release's one call on both proposal sets measured ~10 % slower on a CPU
+            policy_q = critic_q(qf1, qf2, obs_rep, policy_actions.view(-1, action_dim), atoms, args.use_cdq)
+            obs_rep_gaussian = obs.repeat_interleave(args.num_gaussian_samples, 0)
+            gaussian_q = critic_q(qf1, qf2, obs_rep_gaussian, gaussian_actions.view(-1, action_dim), atoms, args.use_cdq)
+            velocity = ess_weighted_velocity(
+                x_t, t, policy_actions, policy_log_probs, policy_q.view(batch_size, -1),
+                gaussian_actions, gaussian_q.view(batch_size, -1), alpha,
+            )
+        actor_loss = actor_loss_fn(policy, obs, x_t, t, r, velocity)  # eq. 28
+        apply_gradient(actor_optimizer, actor_loss)
+        return policy_actions[:, 0], policy_log_probs, {"losses/actor_loss": actor_loss.detach()}
+
+    def update_adn(obs, actions) -> dict[str, torch.Tensor]:  # the updated policy's average divergence (eqs. 16-17)
+        t, r = sample_time_pairs(len(obs), args.mf_flow_ratio, device)  # fresh (t, r), and fresh noise inside
+        adn_loss = adn_loss_fn(adn, policy, obs, actions, t, r, args.div_samples)
+        apply_gradient(adn_optimizer, adn_loss)
+        return {"losses/adn_loss": adn_loss.detach()}
+
+    def update_alpha(log_probs) -> dict[str, torch.Tensor]:  # eq. 30, the entropy estimated on the policy's proposals
+        entropy = -log_probs.mean()
+        alpha_loss = log_alpha.exp() * (entropy - target_entropy)
+        apply_gradient(alpha_optimizer, alpha_loss)
+        return {"losses/alpha_loss": alpha_loss.detach(), "losses/entropy": entropy}
+
+    def act(obs) -> torch.Tensor:  # the training policy: one T-step sample
+        return sample_with_log_prob(policy, None, obs, torch.randn(len(obs), action_dim, device=device), args.sampling_steps)[0]
+
+    if args.compile:
+        update_critic, update_actor, update_adn, update_alpha, act = (
+            compile_function(f, device) for f in (update_critic, update_actor, update_adn, update_alpha, act)
+        )
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, device, args.seed)
 
     # TRY NOT TO MODIFY: the loop's state, everything a checkpoint holds; --resume continues from a checkpoint's
-    modules = {**networks, "q_optimizer": q_optimizer, "policy_optimizer": policy_optimizer, "adn_optimizer": adn_optimizer}
+    modules = {**networks, "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer, "adn_optimizer": adn_optimizer}
     modules["alpha_optimizer"] = alpha_optimizer
     tensors = {"log_alpha": log_alpha}
     counters = {"global_step": 0, "num_updates": 0, "next_eval_step": args.eval_freq, "elapsed_time": 0.0,
@@ -687,9 +799,12 @@ def main(args: Args) -> None:
 
     # TRY NOT TO MODIFY: start the game
     start_time, next_progress_time = time.time() - counters["elapsed_time"], time.time() + 30
-    learning_start_time, learning_start_step = (time.time(), global_step) if global_step > args.learning_starts else (None, 0)
+    learning_start_time, learning_start_step = None, 0  # set at this process's first update: steps/s count from there
     num_iterations = -(-args.total_timesteps // args.num_envs)
     obs, _ = envs.reset(seed=args.seed if resume_step is None else None)  # a resumed run starts new episodes
+    if args.compile:
+        print(f"global_step {global_step}/{args.total_timesteps} | --compile: the first update iterations compile the update steps"
+              " and the acting policy (a minute or more)", flush=True)
     for iteration in range(global_step // args.num_envs + 1, num_iterations + 1):
         global_step = iteration * args.num_envs
         # ALGO LOGIC: put action logic here
@@ -697,8 +812,7 @@ def main(args: Args) -> None:
             if global_step <= args.learning_starts:
                 actions = torch.rand((args.num_envs, action_dim), device=device) * 2 - 1
             else:
-                obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
-                actions, _ = sample_with_log_prob(policy, None, obs_t, torch.randn(args.num_envs, action_dim, device=device), args.sampling_steps)
+                actions = act(torch.as_tensor(obs, dtype=torch.float32, device=device))
 
         # TRY NOT TO MODIFY: execute the game and log data.
         next_obs, rewards, terminations, truncations, infos = envs.step(action_to_env(actions, low, high))
@@ -718,62 +832,13 @@ def main(args: Args) -> None:
                 learning_start_time, learning_start_step = time.time(), global_step
             num_updates += 1
             b_obs, b_actions, b_rewards, b_next_obs, b_terminations = rb.sample(args.batch_size)
-            batch_size = args.batch_size
-            # critic: soft TD target on the C51 atoms (eq. 29)
-            with torch.no_grad():
-                next_noise = torch.randn(batch_size, action_dim, device=device)
-                next_actions, next_log_probs = sample_with_log_prob(policy, adn, b_next_obs, next_noise, args.sampling_steps)
-                target_logits = [qf1_target(b_next_obs, next_actions), qf2_target(b_next_obs, next_actions)]
-                target_probs = soft_td_distribution(target_logits, b_rewards, b_terminations, next_log_probs, alpha, args.gamma, atoms, args.use_cdq)
-            qf1_logits, qf2_logits = qf1(b_obs, b_actions), qf2(b_obs, b_actions)
-            qf_loss = -(target_probs * (qf1_logits.log_softmax(-1) + qf2_logits.log_softmax(-1))).sum(-1).mean()
-            q_optimizer.zero_grad()
-            qf_loss.backward()
-            q_optimizer.step()
-
-            # actor: regress u onto the ESS-weighted velocity estimate of the Boltzmann target (eqs. 23-28)
-            t, r = sample_time_pairs(batch_size, args.mf_flow_ratio, device)
-            with torch.no_grad():
-                obs_rep = b_obs.repeat_interleave(args.num_policy_samples, 0)
-                policy_actions, policy_log_probs = sample_with_log_prob(
-                    policy, adn, obs_rep, torch.randn(len(obs_rep), action_dim, device=device), args.sampling_steps
-                )
-                policy_actions = policy_actions.view(batch_size, args.num_policy_samples, action_dim)
-                policy_log_probs = policy_log_probs.view(batch_size, args.num_policy_samples)
-                x_t = (1 - t[:, None]) * policy_actions[:, 0] + t[:, None] * torch.randn(batch_size, action_dim, device=device)
-                gaussian_actions = gaussian_proposal(x_t, t, args.num_gaussian_samples)
-                # two calls per critic; the release's one call on both proposal sets measured ~10 % slower on a CPU
-                policy_q = critic_q(qf1, qf2, obs_rep, policy_actions.view(-1, action_dim), atoms, args.use_cdq)
-                obs_rep_gaussian = b_obs.repeat_interleave(args.num_gaussian_samples, 0)
-                gaussian_q = critic_q(qf1, qf2, obs_rep_gaussian, gaussian_actions.view(-1, action_dim), atoms, args.use_cdq)
-                velocity = ess_weighted_velocity(
-                    x_t, t, policy_actions, policy_log_probs, policy_q.view(batch_size, -1),
-                    gaussian_actions, gaussian_q.view(batch_size, -1), alpha,
-                )
-            policy_loss = actor_loss_fn(policy, b_obs, x_t, t, r, velocity)  # eq. 28
-            policy_optimizer.zero_grad()
-            policy_loss.backward()
-            policy_optimizer.step()
-
-            # ADN: the average divergence of the updated policy's flow (eqs. 16-17), fresh (t, r) and noise
-            t_adn, r_adn = sample_time_pairs(batch_size, args.mf_flow_ratio, device)
-            adn_loss = adn_loss_fn(adn, policy, b_obs, policy_actions[:, 0], t_adn, r_adn, args.div_samples)
-            adn_optimizer.zero_grad()
-            adn_loss.backward()
-            adn_optimizer.step()
-
-            # temperature (eq. 30), the entropy estimated on the policy-proposal samples
-            entropy = -policy_log_probs.mean()
-            alpha_loss = log_alpha.exp() * (entropy - target_entropy)
-            alpha_optimizer.zero_grad()
-            alpha_loss.backward()
-            alpha_optimizer.step()
+            losses.update(update_critic(b_obs, b_actions, b_rewards, b_next_obs, b_terminations, alpha))
+            policy_actions, policy_log_probs, actor_losses = update_actor(b_obs, alpha)
+            losses.update(actor_losses)
+            losses.update(update_adn(b_obs, policy_actions))
+            losses.update(update_alpha(policy_log_probs))
             alpha = log_alpha.exp().detach()
-
-            soft_update(qf1_target, qf1, args.tau)
-            soft_update(qf2_target, qf2, args.tau)
-            losses.update({"losses/qf_loss": qf_loss.detach() / 2, "losses/policy_loss": policy_loss.detach()})
-            losses.update({"losses/adn_loss": adn_loss.detach(), "losses/alpha": alpha, "losses/entropy": entropy})
+            losses["losses/alpha"] = alpha
 
         evaluating = global_step >= next_eval_step or iteration == num_iterations
         if losses and (num_updates % 100 == 0 or evaluating):

@@ -26,11 +26,13 @@ import importlib.util
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -87,6 +89,12 @@ class Args:
     """write runs/{run_name}/checkpoint.pt every this many env steps (0: only when stopped by SIGTERM)"""
     resume: bool = False
     """continue runs/{run_name} from its checkpoint.pt; pass the run's other flags unchanged"""
+    compile: bool = False
+    """if toggled, torch.compile the update steps and the acting policy (with CUDA graphs on a GPU); the first updates
+    compile, a minute or more"""
+    matmul_precision: Literal["highest", "high"] = "highest"
+    """float32 matmuls on CUDA: highest (full float32: PyTorch's default, CleanRL's) or high (TF32 where the GPU has
+    it); no effect on a CPU"""
 
     # Algorithm specific arguments
     policy_lr: float = 3e-4
@@ -122,6 +130,8 @@ def find_arg_problem(args: Args) -> str | None:
         return "--track needs wandb, which is not installed: pip install wandb"
     if args.capture_video and importlib.util.find_spec("moviepy") is None:
         return "--capture-video needs moviepy, which is not installed: pip install moviepy"
+    if args.compile and (problem := find_compile_problem(torch.cuda.is_available() and args.cuda)):
+        return problem
     if not 0.0 <= args.gamma <= 1.0:
         return f"--gamma must lie in [0, 1], got {args.gamma}"
     if not 0.0 < args.tau <= 1.0:
@@ -130,6 +140,16 @@ def find_arg_problem(args: Args) -> str | None:
         gym.spec(args.env_id)
     except gym.error.Error as err:
         return f"--env-id {args.env_id!r}: {err}"
+    return None
+
+
+def find_compile_problem(on_cuda: bool) -> str | None:
+    """What --compile needs and this machine lacks, as a one-line message: Triton on CUDA, a C++ compiler on a CPU."""
+    if on_cuda and importlib.util.find_spec("triton") is None:
+        return "--compile on CUDA needs Triton, which is not installed: pip install triton"
+    compiler = os.environ.get("CXX", "g++")  # the compiler inductor builds CPU kernels with
+    if not on_cuda and shutil.which(compiler) is None:
+        return f"--compile on a CPU needs a C++ compiler: {compiler} is not on the PATH (or set CXX to yours)"
     return None
 
 
@@ -302,10 +322,30 @@ def squashed_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor) -> tuple
     return torch.tanh(pre_tanh), squashed_gaussian_log_prob(pre_tanh, mean, log_std)
 
 
+@torch.compiler.disable  # a graph break under --compile in any case (backward); eager, the fused step never recompiles
+def apply_gradient(optimizer: torch.optim.Optimizer, loss: torch.Tensor, num_steps: int = 1) -> None:
+    """Backpropagate `loss` once and apply that gradient with num_steps optimizer steps (FPMD's release steps its critic
+    optimizer twice per gradient: --critic-adam-steps 2; every other update takes one step)."""
+    optimizer.zero_grad()
+    loss.backward()
+    for _ in range(num_steps):
+        optimizer.step()
+
+
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak average theta' <- (1 - tau) theta' + tau theta, one fused op over all parameters."""
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def compile_function(function, device: torch.device):
+    """--compile: `function` through torch.compile, with CUDA graphs on a GPU (mode reduce-overhead) and inductor's
+    default on a CPU. A CUDA graph's outputs live in memory that its next replay overwrites: there they are cloned on
+    the way out (a tensor, or a tuple or dict of tensors)."""
+    if device.type != "cuda":
+        return torch.compile(function)
+    graphed = torch.compile(function, mode="reduce-overhead")
+    return lambda *inputs: torch.utils._pytree.tree_map(torch.clone, graphed(*inputs))
 
 
 @torch.no_grad()
@@ -376,7 +416,7 @@ def save_checkpoint(path: str, state: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-RESUME_MAY_CHANGE = {"resume", "checkpoint_freq", "cuda", "capture_video", "save_model"}  # every other flag must match
+RESUME_MAY_CHANGE = {"resume", "checkpoint_freq", "cuda", "compile", "capture_video", "save_model"}  # every other flag must match
 
 
 def read_checkpoint(path: str, args: Args) -> tuple[dict | None, str | None]:
@@ -431,6 +471,7 @@ def main(args: Args) -> None:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.backends.cuda.matmul.allow_tf32 = args.matmul_precision == "high"  # TF32 matmuls on CUDA; a CPU ignores it
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
@@ -456,22 +497,56 @@ def main(args: Args) -> None:
     eval_file = open_evaluations(os.path.join(run_dir, "evaluations.csv"), resume_step)
     eval_csv = csv.writer(eval_file, lineterminator="\n")  # plain lines, for awk and tail as much as for csv readers
 
-    # ALGO LOGIC: networks and optimizers
+    # ALGO LOGIC: networks and optimizers (fused Adam: one kernel steps all of an optimizer's tensors)
     networks = {name: net.to(device) for name, net in make_networks(obs_dim, action_dim, (high - low) / 2, args).items()}
     actor, qf1, qf2, qf1_target, qf2_target = (networks[k] for k in ("actor", "qf1", "qf2", "qf1_target", "qf2_target"))
-    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr)
+    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr, fused=True)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, fused=True)
     # as CleanRL: under --autotune log alpha starts at 0 (alpha = 1); --alpha is the fixed value without it
     log_alpha = torch.tensor(0.0 if args.autotune else math.log(args.alpha), device=device, requires_grad=args.autotune)
     target_entropy = -float(action_dim)  # eq. 18: H_target = -dim(A)
     if args.autotune:
-        a_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr)
+        alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr, fused=True)
+
+    # ALGO LOGIC: the update steps and the acting policy, as functions that --compile compiles
+    def update_critic(obs, actions, rewards, next_obs, terminations, alpha) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            next_actions, next_log_prob = actor.get_action(next_obs)
+            min_qf_next = torch.min(qf1_target(next_obs, next_actions), qf2_target(next_obs, next_actions))
+            next_q_value = td_target(rewards, terminations, min_qf_next - alpha * next_log_prob, args.gamma)  # eq. 3
+        qf1_a_values = qf1(obs, actions)
+        qf2_a_values = qf2(obs, actions)
+        qf_loss = F.mse_loss(qf1_a_values, next_q_value) + F.mse_loss(qf2_a_values, next_q_value)  # eq. 5
+        apply_gradient(q_optimizer, qf_loss)
+        return {"losses/qf_loss": qf_loss.detach() / 2, "losses/qf1_values": qf1_a_values.detach().mean()}
+
+    def update_actor(obs, alpha) -> dict[str, torch.Tensor]:
+        pi, log_pi = actor.get_action(obs)
+        min_qf_pi = torch.min(qf1(obs, pi), qf2(obs, pi))
+        actor_loss = (alpha * log_pi - min_qf_pi).mean()  # eq. 7
+        apply_gradient(actor_optimizer, actor_loss)
+        return {"losses/actor_loss": actor_loss.detach()}
+
+    def update_alpha(obs) -> dict[str, torch.Tensor]:
+        with torch.no_grad():  # as CleanRL: log pi of a fresh sample from the just-updated actor
+            _, log_pi = actor.get_action(obs)
+        alpha_loss = (-log_alpha.exp() * (log_pi + target_entropy)).mean()  # eq. 18
+        apply_gradient(alpha_optimizer, alpha_loss)
+        return {"losses/alpha_loss": alpha_loss.detach()}
+
+    def act(obs) -> torch.Tensor:  # the training policy: a sample of pi(.|s)
+        return actor.get_action(obs)[0]
+
+    if args.compile:
+        update_critic, update_actor, update_alpha, act = (
+            compile_function(f, device) for f in (update_critic, update_actor, update_alpha, act)
+        )
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, device, args.seed)
 
     # TRY NOT TO MODIFY: the loop's state, everything a checkpoint holds; --resume continues from a checkpoint's
     modules = {**networks, "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer}
-    modules.update({"a_optimizer": a_optimizer} if args.autotune else {})
+    modules.update({"alpha_optimizer": alpha_optimizer} if args.autotune else {})
     tensors = {"log_alpha": log_alpha}
     counters = {"global_step": 0, "num_updates": 0, "next_eval_step": args.eval_freq, "elapsed_time": 0.0,
                 "next_checkpoint_step": args.checkpoint_freq, "last_train_return": math.nan, "last_eval_return": math.nan,
@@ -489,9 +564,12 @@ def main(args: Args) -> None:
 
     # TRY NOT TO MODIFY: start the game
     start_time, next_progress_time = time.time() - counters["elapsed_time"], time.time() + 30
-    learning_start_time, learning_start_step = (time.time(), global_step) if global_step > args.learning_starts else (None, 0)
+    learning_start_time, learning_start_step = None, 0  # set at this process's first update: steps/s count from there
     num_iterations = -(-args.total_timesteps // args.num_envs)
     obs, _ = envs.reset(seed=args.seed if resume_step is None else None)  # a resumed run starts new episodes
+    if args.compile:
+        print(f"global_step {global_step}/{args.total_timesteps} | --compile: the first update iterations compile the update steps"
+              " and the acting policy (a minute or more)", flush=True)
     for iteration in range(global_step // args.num_envs + 1, num_iterations + 1):
         global_step = iteration * args.num_envs
         # ALGO LOGIC: put action logic here
@@ -499,7 +577,7 @@ def main(args: Args) -> None:
             if global_step <= args.learning_starts:
                 actions = torch.rand((args.num_envs, action_dim), device=device) * 2 - 1
             else:
-                actions, _ = actor.get_action(torch.as_tensor(obs, dtype=torch.float32, device=device))
+                actions = act(torch.as_tensor(obs, dtype=torch.float32, device=device))
 
         # TRY NOT TO MODIFY: execute the game and log data.
         next_obs, rewards, terminations, truncations, infos = envs.step(action_to_env(actions, low, high))
@@ -519,36 +597,14 @@ def main(args: Args) -> None:
                 learning_start_time, learning_start_step = time.time(), global_step
             num_updates += 1
             b_obs, b_actions, b_rewards, b_next_obs, b_terminations = rb.sample(args.batch_size)
-            with torch.no_grad():
-                next_actions, next_log_prob = actor.get_action(b_next_obs)
-                min_qf_next = torch.min(qf1_target(b_next_obs, next_actions), qf2_target(b_next_obs, next_actions))
-                next_q_value = td_target(b_rewards, b_terminations, min_qf_next - alpha * next_log_prob, args.gamma)  # eq. 3
-
-            qf1_a_values = qf1(b_obs, b_actions)
-            qf2_a_values = qf2(b_obs, b_actions)
-            qf_loss = F.mse_loss(qf1_a_values, next_q_value) + F.mse_loss(qf2_a_values, next_q_value)  # eq. 5
-            q_optimizer.zero_grad()
-            qf_loss.backward()
-            q_optimizer.step()
-            losses.update({"losses/qf_loss": qf_loss.detach() / 2, "losses/qf1_values": qf1_a_values.detach().mean()})
-
+            losses.update(update_critic(b_obs, b_actions, b_rewards, b_next_obs, b_terminations, alpha))
             if num_updates % args.policy_frequency == 0:  # TD3 delayed update support
                 for _ in range(args.policy_frequency):  # compensate for the delay by doing that many updates
-                    pi, log_pi = actor.get_action(b_obs)
-                    min_qf_pi = torch.min(qf1(b_obs, pi), qf2(b_obs, pi))
-                    actor_loss = (alpha * log_pi - min_qf_pi).mean()  # eq. 7
-                    actor_optimizer.zero_grad()
-                    actor_loss.backward()
-                    actor_optimizer.step()
-
+                    losses.update(update_actor(b_obs, alpha))
                     if args.autotune:
-                        alpha_loss = (-log_alpha.exp() * (log_pi.detach() + target_entropy)).mean()  # eq. 18
-                        a_optimizer.zero_grad()
-                        alpha_loss.backward()
-                        a_optimizer.step()
+                        losses.update(update_alpha(b_obs))
                         alpha = log_alpha.exp().detach()
-                        losses["losses/alpha_loss"] = alpha_loss.detach()
-                losses.update({"losses/actor_loss": actor_loss.detach(), "losses/alpha": alpha})
+                losses["losses/alpha"] = alpha
 
             if num_updates % args.target_network_frequency == 0:
                 soft_update(qf1_target, qf1, args.tau)

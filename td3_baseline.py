@@ -25,11 +25,13 @@ import importlib.util
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -86,6 +88,12 @@ class Args:
     """write runs/{run_name}/checkpoint.pt every this many env steps (0: only when stopped by SIGTERM)"""
     resume: bool = False
     """continue runs/{run_name} from its checkpoint.pt; pass the run's other flags unchanged"""
+    compile: bool = False
+    """if toggled, torch.compile the update steps and the acting policy (with CUDA graphs on a GPU); the first updates
+    compile, a minute or more"""
+    matmul_precision: Literal["highest", "high"] = "highest"
+    """float32 matmuls on CUDA: highest (full float32: PyTorch's default, CleanRL's) or high (TF32 where the GPU has
+    it); no effect on a CPU"""
 
     # Algorithm specific arguments
     learning_rate: float = 3e-4
@@ -119,6 +127,8 @@ def find_arg_problem(args: Args) -> str | None:
         return "--track needs wandb, which is not installed: pip install wandb"
     if args.capture_video and importlib.util.find_spec("moviepy") is None:
         return "--capture-video needs moviepy, which is not installed: pip install moviepy"
+    if args.compile and (problem := find_compile_problem(torch.cuda.is_available() and args.cuda)):
+        return problem
     if not 0.0 <= args.gamma <= 1.0:
         return f"--gamma must lie in [0, 1], got {args.gamma}"
     for name in ["exploration_noise", "policy_noise", "noise_clip"]:
@@ -130,6 +140,16 @@ def find_arg_problem(args: Args) -> str | None:
         gym.spec(args.env_id)
     except gym.error.Error as err:
         return f"--env-id {args.env_id!r}: {err}"
+    return None
+
+
+def find_compile_problem(on_cuda: bool) -> str | None:
+    """What --compile needs and this machine lacks, as a one-line message: Triton on CUDA, a C++ compiler on a CPU."""
+    if on_cuda and importlib.util.find_spec("triton") is None:
+        return "--compile on CUDA needs Triton, which is not installed: pip install triton"
+    compiler = os.environ.get("CXX", "g++")  # the compiler inductor builds CPU kernels with
+    if not on_cuda and shutil.which(compiler) is None:
+        return f"--compile on a CPU needs a C++ compiler: {compiler} is not on the PATH (or set CXX to yours)"
     return None
 
 
@@ -276,10 +296,30 @@ def smoothed_target_action(target_action: torch.Tensor, policy_noise: float, noi
     return (target_action + noise).clamp(-1.0, 1.0)
 
 
+@torch.compiler.disable  # a graph break under --compile in any case (backward); eager, the fused step never recompiles
+def apply_gradient(optimizer: torch.optim.Optimizer, loss: torch.Tensor, num_steps: int = 1) -> None:
+    """Backpropagate `loss` once and apply that gradient with num_steps optimizer steps (FPMD's release steps its critic
+    optimizer twice per gradient: --critic-adam-steps 2; every other update takes one step)."""
+    optimizer.zero_grad()
+    loss.backward()
+    for _ in range(num_steps):
+        optimizer.step()
+
+
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak average theta' <- (1 - tau) theta' + tau theta, one fused op over all parameters."""
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def compile_function(function, device: torch.device):
+    """--compile: `function` through torch.compile, with CUDA graphs on a GPU (mode reduce-overhead) and inductor's
+    default on a CPU. A CUDA graph's outputs live in memory that its next replay overwrites: there they are cloned on
+    the way out (a tensor, or a tuple or dict of tensors)."""
+    if device.type != "cuda":
+        return torch.compile(function)
+    graphed = torch.compile(function, mode="reduce-overhead")
+    return lambda *inputs: torch.utils._pytree.tree_map(torch.clone, graphed(*inputs))
 
 
 @torch.no_grad()
@@ -350,7 +390,7 @@ def save_checkpoint(path: str, state: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-RESUME_MAY_CHANGE = {"resume", "checkpoint_freq", "cuda", "capture_video", "save_model"}  # every other flag must match
+RESUME_MAY_CHANGE = {"resume", "checkpoint_freq", "cuda", "compile", "capture_video", "save_model"}  # every other flag must match
 
 
 def read_checkpoint(path: str, args: Args) -> tuple[dict | None, str | None]:
@@ -405,6 +445,7 @@ def main(args: Args) -> None:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.backends.cuda.matmul.allow_tf32 = args.matmul_precision == "high"  # TF32 matmuls on CUDA; a CPU ignores it
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
@@ -430,12 +471,39 @@ def main(args: Args) -> None:
     eval_file = open_evaluations(os.path.join(run_dir, "evaluations.csv"), resume_step)
     eval_csv = csv.writer(eval_file, lineterminator="\n")  # plain lines, for awk and tail as much as for csv readers
 
-    # ALGO LOGIC: networks and optimizers
+    # ALGO LOGIC: networks and optimizers (fused Adam: one kernel steps all of an optimizer's tensors)
     networks = {name: net.to(device) for name, net in make_networks(obs_dim, action_dim, (high - low) / 2, args).items()}
     actor, qf1, qf2, target_actor = (networks[k] for k in ("actor", "qf1", "qf2", "target_actor"))
     qf1_target, qf2_target = networks["qf1_target"], networks["qf2_target"]
-    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate, fused=True)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
+
+    # ALGO LOGIC: the update steps and the acting policy, as functions that --compile compiles
+    def update_critic(obs, actions, rewards, next_obs, terminations) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            next_actions = smoothed_target_action(target_actor(next_obs), args.policy_noise, args.noise_clip)
+            min_qf_next = torch.min(qf1_target(next_obs, next_actions), qf2_target(next_obs, next_actions))
+            next_q_value = td_target(rewards, terminations, min_qf_next, args.gamma)  # eq. 10
+        qf1_a_values = qf1(obs, actions)
+        qf2_a_values = qf2(obs, actions)
+        qf_loss = F.mse_loss(qf1_a_values, next_q_value) + F.mse_loss(qf2_a_values, next_q_value)
+        apply_gradient(q_optimizer, qf_loss)
+        return {"losses/qf_loss": qf_loss.detach() / 2, "losses/qf1_values": qf1_a_values.detach().mean()}
+
+    def update_actor(obs) -> dict[str, torch.Tensor]:  # and the targets, which follow the delayed policy update
+        actor_loss = -qf1(obs, actor(obs)).mean()
+        apply_gradient(actor_optimizer, actor_loss)
+        soft_update(target_actor, actor, args.tau)
+        soft_update(qf1_target, qf1, args.tau)
+        soft_update(qf2_target, qf2, args.tau)
+        return {"losses/actor_loss": actor_loss.detach()}
+
+    def act(obs) -> torch.Tensor:  # the training policy: mu(s) with Gaussian exploration noise
+        actions = actor(obs)
+        return (actions + torch.randn_like(actions) * args.exploration_noise).clamp(-1.0, 1.0)
+
+    if args.compile:
+        update_critic, update_actor, act = (compile_function(f, device) for f in (update_critic, update_actor, act))
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, device, args.seed)
 
@@ -457,9 +525,12 @@ def main(args: Args) -> None:
 
     # TRY NOT TO MODIFY: start the game
     start_time, next_progress_time = time.time() - counters["elapsed_time"], time.time() + 30
-    learning_start_time, learning_start_step = (time.time(), global_step) if global_step > args.learning_starts else (None, 0)
+    learning_start_time, learning_start_step = None, 0  # set at this process's first update: steps/s count from there
     num_iterations = -(-args.total_timesteps // args.num_envs)
     obs, _ = envs.reset(seed=args.seed if resume_step is None else None)  # a resumed run starts new episodes
+    if args.compile:
+        print(f"global_step {global_step}/{args.total_timesteps} | --compile: the first update iterations compile the update steps"
+              " and the acting policy (a minute or more)", flush=True)
     for iteration in range(global_step // args.num_envs + 1, num_iterations + 1):
         global_step = iteration * args.num_envs
         # ALGO LOGIC: put action logic here
@@ -467,8 +538,7 @@ def main(args: Args) -> None:
             if global_step <= args.learning_starts:
                 actions = torch.rand((args.num_envs, action_dim), device=device) * 2 - 1
             else:
-                actions = actor(torch.as_tensor(obs, dtype=torch.float32, device=device))
-                actions = (actions + torch.randn_like(actions) * args.exploration_noise).clamp(-1.0, 1.0)
+                actions = act(torch.as_tensor(obs, dtype=torch.float32, device=device))
 
         # TRY NOT TO MODIFY: execute the game and log data.
         next_obs, rewards, terminations, truncations, infos = envs.step(action_to_env(actions, low, high))
@@ -488,28 +558,9 @@ def main(args: Args) -> None:
                 learning_start_time, learning_start_step = time.time(), global_step
             num_updates += 1
             b_obs, b_actions, b_rewards, b_next_obs, b_terminations = rb.sample(args.batch_size)
-            with torch.no_grad():
-                next_actions = smoothed_target_action(target_actor(b_next_obs), args.policy_noise, args.noise_clip)
-                min_qf_next = torch.min(qf1_target(b_next_obs, next_actions), qf2_target(b_next_obs, next_actions))
-                next_q_value = td_target(b_rewards, b_terminations, min_qf_next, args.gamma)  # eq. 10
-
-            qf1_a_values = qf1(b_obs, b_actions)
-            qf2_a_values = qf2(b_obs, b_actions)
-            qf_loss = F.mse_loss(qf1_a_values, next_q_value) + F.mse_loss(qf2_a_values, next_q_value)
-            q_optimizer.zero_grad()
-            qf_loss.backward()
-            q_optimizer.step()
-            losses.update({"losses/qf_loss": qf_loss.detach() / 2, "losses/qf1_values": qf1_a_values.detach().mean()})
-
+            losses.update(update_critic(b_obs, b_actions, b_rewards, b_next_obs, b_terminations))
             if num_updates % args.policy_frequency == 0:  # delayed policy update (section 5.2)
-                actor_loss = -qf1(b_obs, actor(b_obs)).mean()
-                actor_optimizer.zero_grad()
-                actor_loss.backward()
-                actor_optimizer.step()
-                losses["losses/actor_loss"] = actor_loss.detach()
-                soft_update(target_actor, actor, args.tau)
-                soft_update(qf1_target, qf1, args.tau)
-                soft_update(qf2_target, qf2, args.tau)
+                losses.update(update_actor(b_obs))
 
         evaluating = global_step >= next_eval_step or iteration == num_iterations
         if losses and (num_updates % 100 == 0 or evaluating):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -74,6 +75,23 @@ def wait_until(condition, timeout: float = 300) -> None:
 
 def checkpoint_step(run_dir) -> int:
     return torch.load(run_dir / "checkpoint.pt", weights_only=False)["counters"]["global_step"]
+
+
+class SmallFlowNetwork(nn.Module):
+    """A small f(s, x, *times) with the flow files' network interface, so that their losses and samplers train and
+    sample it fast: its time features are the times themselves, and forward takes the times or their features."""
+
+    def __init__(self, obs_dim: int = 1, action_dim: int = 1, num_times: int = 1, width: int = 64, out_dim: int | None = None):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(obs_dim + action_dim + num_times, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                                 nn.Linear(width, out_dim or action_dim))
+
+    def time_features(self, *times: torch.Tensor) -> torch.Tensor:
+        return torch.stack(times, -1)
+
+    def forward(self, obs, x, *times, time_features=None):
+        time_features = self.time_features(*times) if time_features is None else time_features
+        return self.net(torch.cat([obs, x, time_features.expand(*x.shape[:-1], -1)], -1))
 
 
 @pytest.fixture(params=ALGOS)

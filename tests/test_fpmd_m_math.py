@@ -4,8 +4,7 @@ training with the file's loss puts one-step samples on both modes of a 2-D targe
 
 import pytest
 import torch
-import torch.nn as nn
-from conftest import ROOT, load_algo
+from conftest import ROOT, SmallFlowNetwork, load_algo
 
 pytestmark = pytest.mark.skipif(not (ROOT / "fpmd_m.py").exists(), reason="fpmd_m.py not present")
 MU, SIGMA = 0.6, 0.3  # the 1-D target a1 ~ N(MU, SIGMA^2)
@@ -29,6 +28,18 @@ def exact_velocity(z, t):
     return MU + (t * SIGMA**2 - (1 - t)) / path_std(t) ** 2 * (z - t * MU)
 
 
+class ExactMeanVelocity:
+    """exact_mean_velocity with the file's network interface: its time features are (t, r) themselves."""
+
+    def time_features(self, t, r):
+        return torch.stack([t, r], -1).double()
+
+    def __call__(self, obs, z, t=None, r=None, time_features=None):
+        if time_features is not None:
+            t, r = time_features.expand(*z.shape[:-1], 2).unbind(-1)
+        return exact_mean_velocity(z, t, r)
+
+
 def test_exact_mean_velocity_is_the_fixed_point_of_the_target():
     fpmd_m = load_algo("fpmd_m")
     torch.manual_seed(0)
@@ -47,29 +58,16 @@ def test_one_step_sample_with_the_exact_mean_velocity_is_the_target():
     fpmd_m = load_algo("fpmd_m")
     torch.manual_seed(1)
     x0 = torch.randn(200_000, 1, dtype=torch.float64)
-    exact_policy = lambda obs, z, t, r: exact_mean_velocity(z, t, r)
-    actions = fpmd_m.sample_actions(exact_policy, torch.zeros(len(x0), 1), x0, num_steps=1)[:, 0]
+    exact_policy = ExactMeanVelocity()
+    actions = fpmd_m.sample_actions(exact_policy, torch.zeros(len(x0), 1), x0, exact_policy.time_features(torch.zeros(1), torch.ones(1)))[:, 0]
     assert actions.mean().item() == pytest.approx(MU, abs=0.005)
     assert actions.std().item() == pytest.approx(SIGMA, abs=0.005)
-
-
-class SmallMeanVelocity(nn.Module):
-    """A small u(s, z, t, r) with the file's call signature."""
-
-    def __init__(self, obs_dim: int = 1, action_dim: int = 2, width: int = 128):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(obs_dim + action_dim + 2, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, action_dim)
-        )
-
-    def forward(self, obs, z, t, r):
-        return self.net(torch.cat([obs, z, t[..., None], r[..., None]], -1))
 
 
 def test_forward_mode_du_dt_equals_a_central_finite_difference():
     fpmd_m = load_algo("fpmd_m")
     torch.manual_seed(2)
-    net = SmallMeanVelocity().double()
+    net = SmallFlowNetwork(action_dim=2, num_times=2, width=128).double()
     obs = torch.randn(64, 1, dtype=torch.float64)
     u = lambda z, t, r: net(obs, z, t, r)
     z, v = torch.randn(64, 2, dtype=torch.float64), torch.randn(64, 2, dtype=torch.float64)
@@ -85,7 +83,7 @@ def test_training_with_the_file_loss_puts_one_step_samples_on_both_modes():
     fpmd_m = load_algo("fpmd_m")
     torch.manual_seed(3)
     modes = torch.tensor([[0.6, 0.6], [-0.6, -0.6]])
-    policy = SmallMeanVelocity()
+    policy = SmallFlowNetwork(action_dim=2, num_times=2, width=128)
     optimizer = torch.optim.Adam(policy.parameters(), lr=1e-3)
     obs = torch.zeros(512, 1)
     for _ in range(1500):
@@ -95,7 +93,7 @@ def test_training_with_the_file_loss_puts_one_step_samples_on_both_modes():
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        samples = fpmd_m.sample_actions(policy, torch.zeros(4096, 1), torch.randn(4096, 2), num_steps=1)
+        samples = fpmd_m.sample_actions(policy, torch.zeros(4096, 1), torch.randn(4096, 2), fpmd_m.sampling_time_features(policy, 1, "cpu"))
     distance = torch.cdist(samples, modes)  # (samples, modes)
     near = distance < 0.25
     assert near[:, 0].float().mean() > 0.3 and near[:, 1].float().mean() > 0.3  # both modes are sampled
@@ -111,7 +109,7 @@ def test_mf_ratio_sets_the_share_of_r_different_from_t(monkeypatch):
         return torch.zeros_like(z)
 
     monkeypatch.setattr(fpmd_m, "mean_flow_target", record)
-    policy = SmallMeanVelocity()
+    policy = SmallFlowNetwork(action_dim=2, num_times=2, width=128)
     for ratio in (1.0, 0.25):
         fpmd_m.mean_flow_loss(policy, torch.zeros(20_000, 1), torch.zeros(20_000, 2), torch.ones(20_000), mf_ratio=ratio)
         assert (seen["t"] <= seen["r"]).all()

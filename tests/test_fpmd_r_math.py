@@ -5,29 +5,15 @@ import math
 
 import pytest
 import torch
-import torch.nn as nn
-from conftest import ROOT, load_algo
+from conftest import ROOT, SmallFlowNetwork, load_algo
 
 pytestmark = pytest.mark.skipif(not (ROOT / "fpmd_r.py").exists(), reason="fpmd_r.py not present")
 
 
-class SmallVelocity(nn.Module):
-    """A small v(s, x, t) with the file's call signature, so the file's loss and sampler train and sample it fast."""
-
-    def __init__(self, obs_dim: int = 1, action_dim: int = 1, width: int = 64):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(obs_dim + action_dim + 1, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, action_dim)
-        )
-
-    def forward(self, obs, x, t):
-        return self.net(torch.cat([obs, x, t[..., None]], -1))
-
-
-def train_flow(fpmd_r, draw_actions, weights_of, steps=2000, batch_size=512, seed=0) -> nn.Module:
+def train_flow(fpmd_r, draw_actions, weights_of, steps=2000, batch_size=512, seed=0) -> SmallFlowNetwork:
     """Minimize the file's flow_matching_loss (eq. 8) on actions from `draw_actions`, weighted by `weights_of`."""
     torch.manual_seed(seed)
-    policy = SmallVelocity()
+    policy = SmallFlowNetwork()  # a small v(s, x, t)
     optimizer = torch.optim.Adam(policy.parameters(), lr=2e-3)
     obs = torch.zeros(batch_size, 1)
     for _ in range(steps):
@@ -41,7 +27,8 @@ def train_flow(fpmd_r, draw_actions, weights_of, steps=2000, batch_size=512, see
 
 def sample(fpmd_r, policy, x0, num_steps):
     with torch.no_grad():
-        return fpmd_r.sample_actions(policy, torch.zeros(len(x0), 1), x0, num_steps)[:, 0]
+        time_features = fpmd_r.sampling_time_features(policy, num_steps, x0.device)
+        return fpmd_r.sample_actions(policy, torch.zeros(len(x0), 1), x0, time_features)[:, 0]
 
 
 def w2_1d(a, b) -> float:

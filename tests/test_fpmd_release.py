@@ -31,15 +31,21 @@ def test_budget_and_evaluations_count_from_the_end_of_the_warmup(name, tmp_path)
     assert [row["global_step"] for row in read_evaluations(tmp_path / "runs" / "paper")] == [100, 200]
 
 
-def still_policy(obs, x, *times):
-    """v = 0 (FPMD-R's v(s, x, t) or FPMD-M's u(s, z, t, r)): every particle stays at its noise x0."""
-    return torch.zeros_like(x)
+class StillPolicy:
+    """v = 0 (FPMD-R's v(s, x, t) or FPMD-M's u(s, z, t, r)), with the files' network interface: every particle stays
+    at its noise x0."""
+
+    def time_features(self, *times):
+        return torch.zeros(len(times[0]), 0)
+
+    def __call__(self, obs, x, *times, time_features=None):
+        return torch.zeros_like(x)
 
 
 @pytest.mark.parametrize("prior_scale", [0.5, 1.0])
 def test_training_particles_start_from_the_prior_scale(fpmd, prior_scale):
     torch.manual_seed(0)
-    particles = fpmd.sample_particles(still_policy, torch.randn(4096, 3), num_particles=8, action_dim=2,
+    particles = fpmd.sample_particles(StillPolicy(), torch.randn(4096, 3), num_particles=8, action_dim=2,
                                       prior_scale=prior_scale, num_steps=3)
     assert particles.shape == (4096, 8, 2)
     assert particles.mean().item() == pytest.approx(0.0, abs=0.01)

@@ -1,6 +1,9 @@
 """The flow files' inference policies compute the time features of their fixed sampling times once per evaluation:
-that must change the cost and nothing else. For the same noise they return the actions of the file's own plain
-sampler (sample_actions; MFPO: sample_with_log_prob and the target critics' best candidate)."""
+that must change the cost and nothing else. For the same noise they return the actions of the plain sampler, each step
+calling the policy on the times of every state (FPMD: the paper's Euler / mean-velocity steps; MFPO: the file's
+sample_with_log_prob and the target critics' best candidate)."""
+
+from functools import partial
 
 import pytest
 import torch
@@ -9,9 +12,12 @@ from conftest import ALGOS, load_algo
 OBS_DIM, ACTION_DIM = 11, 3
 
 
-def fpmd_reference(module, networks, args, obs):
-    x0 = args.eval_prior_scale * torch.randn(len(obs), ACTION_DIM)
-    return module.sample_actions(networks["ema_policy"], obs, x0, args.eval_flow_steps).clamp(-1.0, 1.0)
+def fpmd_reference(step_times, module, networks, args, obs):
+    """x <- x + f(s, x, times) / K from x0 ~ N(0, eval_prior_scale^2 I), f called with the step's times for each state."""
+    x, num_steps = args.eval_prior_scale * torch.randn(len(obs), ACTION_DIM), args.eval_flow_steps
+    for k in range(num_steps):
+        x = x + networks["ema_policy"](obs, x, *step_times(torch.full((len(obs),), k / num_steps), num_steps)) / num_steps
+    return x.clamp(-1.0, 1.0)
 
 
 def mfpo_reference(module, networks, args, obs):
@@ -24,8 +30,8 @@ def mfpo_reference(module, networks, args, obs):
 
 
 CASES = {
-    "fpmd_r": (lambda module, steps: module.Args(eval_flow_steps=steps), fpmd_reference),
-    "fpmd_m": (lambda module, steps: module.Args(eval_flow_steps=steps), fpmd_reference),
+    "fpmd_r": (lambda module, steps: module.Args(eval_flow_steps=steps), partial(fpmd_reference, lambda t, num_steps: (t,))),
+    "fpmd_m": (lambda module, steps: module.Args(eval_flow_steps=steps), partial(fpmd_reference, lambda t, num_steps: (t, t + 1 / num_steps))),
     "mfpo": (lambda module, steps: module.Args(sampling_steps=steps, num_candidates=5), mfpo_reference),
 }
 

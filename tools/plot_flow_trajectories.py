@@ -2,9 +2,10 @@
 
   python tools/plot_flow_trajectories.py runs/Ant-v4__fpmd_r__1/fpmd_r.pt --out trajectories.png
 
-For --num-states states visited by the policy, --num-particles noises x0 ~ N(0, I) are integrated with --flow-steps
-Euler steps of the EMA policy's velocity field, and each path is drawn from x0 (dot) to its end (cross); the one-step
-sample x0 + v(s, x0, 0) is marked too. Straight paths mean one step lands where many steps do (Prop. 2): the script
+For --num-states states visited by the policy, --num-particles noises from the inference policy's own prior
+x0 ~ N(0, eval_prior_scale^2 I) (0.5^2 by default) are integrated with --flow-steps Euler steps of the EMA policy's
+velocity field, and each path is drawn from x0 (dot) to its end (cross); the one-step sample x0 + v(s, x0, 0) is
+marked too. Straight paths mean one step lands where many steps do (Prop. 2): the script
 prints the mean straightness (end-to-end distance over path length, 1 = straight) and the mean distance between the
 one-step and the K-step samples.
 """
@@ -19,18 +20,23 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class RecordingPolicy:
+    """The velocity field, recording the point each Euler step starts from."""
+
+    def __init__(self, policy):
+        self.policy, self.time_features, self.points = policy, policy.time_features, []
+
+    def __call__(self, obs, x, *times, time_features=None):
+        self.points.append(x)
+        return self.policy(obs, x, *times, time_features=time_features)
+
+
 @torch.no_grad()
 def sampling_path(fpmd_r, policy, obs: torch.Tensor, x0: torch.Tensor, num_steps: int) -> torch.Tensor:
-    """All K + 1 points of the file's own K-step sampler, shape (K + 1, batch, d): the velocity field is wrapped so
-    that each Euler step records the point it starts from."""
-    points = []
-
-    def recording_policy(obs, x, t):
-        points.append(x)
-        return policy(obs, x, t)
-
-    points.append(fpmd_r.sample_actions(recording_policy, obs, x0, num_steps))
-    return torch.stack(points)
+    """All K + 1 points of the file's own K-step sampler, shape (K + 1, batch, d)."""
+    recording = RecordingPolicy(policy)
+    end = fpmd_r.sample_actions(recording, obs, x0, fpmd_r.sampling_time_features(policy, num_steps, x0.device))
+    return torch.stack([*recording.points, end])
 
 
 def visited_states(fpmd_r, args, envs, networks, num_states: int, seed: int) -> torch.Tensor:
@@ -80,7 +86,8 @@ def main() -> None:
     straightness, one_step_gap = [], []
     for ax, state in zip(axes[0], states):
         obs = state.expand(args_cli.num_particles, -1)
-        path = sampling_path(fpmd_r, networks["ema_policy"], obs, torch.randn(args_cli.num_particles, action_dim), args_cli.flow_steps)
+        x0 = args.eval_prior_scale * torch.randn(args_cli.num_particles, action_dim)  # the inference policy's prior
+        path = sampling_path(fpmd_r, networks["ema_policy"], obs, x0, args_cli.flow_steps)
         one_step = sampling_path(fpmd_r, networks["ema_policy"], obs, path[0], 1)[-1]
         length = (path[1:] - path[:-1]).norm(dim=-1).sum(0)
         straightness.append(((path[-1] - path[0]).norm(dim=-1) / length.clamp(min=1e-9)).mean().item())

@@ -2,6 +2,7 @@
 
   python tools/throughput.py --algos sac_baseline fpmd_m --envs Hopper-v4 Ant-v4 --device cpu --seconds 30
   python tools/throughput.py --envs Hopper-v4 -- --num-particles 4        # flags after -- go to every run
+  python tools/throughput.py --floor --device cuda                        # eager and --compile at tiny shapes
   bash benchmark.sh --estimate --algos fpmd_m --seeds "1 2 3" --workers 4  # the bill of a launch (uses --estimate)
 
 Each (file, env) pair runs the command benchmark.sh would launch for it (from `benchmark.sh --dry-run`: the file's
@@ -16,7 +17,13 @@ Printed per pair: env steps/s and gradient iterations/s once updates have begun,
 the seconds of one evaluation, and the hours of one run of the pair's benchmark budget, evaluations included. The
 measurements go to --table (JSON, merged with what it held), keyed by machine, device and command, so that
 `benchmark.sh --estimate` reuses them. The estimate assumes each run has the machine's cores as it had them here:
-runs side by side on too few cores are slower.
+runs side by side on too few cores are slower. A command with --compile (after --) is timed once its first
+COMPILE_WARMUP_UPDATES update iterations have compiled.
+
+--floor times each file's own loop at shapes so small that the arithmetic vanishes (FLOOR_SHAPES: batch 2, 2
+particles, 2 policy and 2 Gaussian proposals; the flow steps, the networks and the loop as they are): what is left is
+what an iteration dispatches, the cost that bounds a run on a GPU. Each pair runs eager and with --compile, and the
+table prints both rates and their ratio; nothing is written to --table, and no evaluation is timed.
 """
 
 import argparse
@@ -41,6 +48,8 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP_UPDATES = 3  # update iterations not timed: the first ones allocate the optimizer state and caches
+COMPILE_WARMUP_UPDATES = 10  # under --compile the first calls of each update function compile it
+FLOOR_SHAPES = {"batch_size": 2, "num_particles": 2, "num_policy_samples": 2, "num_gaussian_samples": 2}
 PER_RUN_FLAGS = {"--seed", "--run-name", "--total-timesteps", "--checkpoint-freq"}  # they do not change the rate
 
 
@@ -83,21 +92,30 @@ def step_schedule(args) -> tuple[int, int]:
     return budget_start, budget_start + args.total_timesteps
 
 
+def cpu_name() -> str:
+    """The CPU's model, its cores and its widest vector instructions: machines that differ only there run the same
+    update several times apart."""
+    info = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.processor())
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    vectors = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2" if flags else "instruction set unknown"
+    return f"{model} ({os.cpu_count()} cores, {vectors})"
+
+
 def machine_name(device: str) -> str:
-    """The machine and device a table describes: the host and its CPU, or the GPU's name."""
-    if device == "cuda":
-        return f"{platform.node()} / {torch.cuda.get_device_name(0)}"
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor()) \
-        if os.path.exists("/proc/cpuinfo") else platform.processor()
-    return f"{platform.node()} / {cpu} ({os.cpu_count()} cores)"
+    """The machine and device a table describes: the host and its CPU, and the GPU's name on CUDA."""
+    gpu = f" / {torch.cuda.get_device_name(0)}" if device == "cuda" else ""
+    return f"{platform.node()} / {cpu_name()}{gpu}"
 
 
 # ---- the child: one pair, in its own process -------------------------------------------------------------------------
-def measure(command: list[str], seconds: float, device: str) -> dict:
-    """Run the file of `command` in this process with the command's flags and time its training loop and one evaluation."""
+def measure(command: list[str], seconds: float, device: str, time_evaluation: bool = True) -> dict:
+    """Run the file of `command` in this process with the command's flags and time its training loop and (unless
+    told not to) one evaluation."""
     module = load_file(command[1])
     args = dataclasses.replace(parsed_args(command), cuda=device == "cuda")
     _, final_step = step_schedule(args)
+    warmup = COMPILE_WARMUP_UPDATES if getattr(args, "compile", False) else WARMUP_UPDATES
 
     # training: every add() is one vector step, stamped in constant time; SIGTERM once the window is over
     random_phase, updates, stopping = [], [], []  # (time, env steps so far) of each vector step
@@ -108,7 +126,7 @@ def measure(command: list[str], seconds: float, device: str) -> dict:
         original_add(buffer, obs, *rest)
         env_steps += len(obs)
         (updates if env_steps > args.learning_starts else random_phase).append((time.perf_counter(), env_steps))
-        if len(updates) > WARMUP_UPDATES and updates[-1][0] - updates[WARMUP_UPDATES][0] >= seconds and not stopping:
+        if len(updates) > warmup and updates[-1][0] - updates[warmup][0] >= seconds and not stopping:
             stopping.append(True)
             os.kill(os.getpid(), signal.SIGTERM)  # the file's own handler: end the iteration, checkpoint, exit
 
@@ -123,15 +141,25 @@ def measure(command: list[str], seconds: float, device: str) -> dict:
                 fail(f"{rate_key(command)}: {stop.code}")
         os.chdir(ROOT)
     module.ReplayBuffer.add = original_add
-    updates = updates[WARMUP_UPDATES:]
+    updates = updates[warmup:]
     if len(updates) < 2:
-        fail(f"{rate_key(command)}: the run ended before {WARMUP_UPDATES + 2} update iterations; raise --total-timesteps")
+        fail(f"{rate_key(command)}: the run ended before {warmup + 2} update iterations; raise --total-timesteps")
     (start, start_step), (end, end_step) = updates[0], updates[-1]
     random_rate = None
     if len(random_phase) > 1:
         random_rate = (random_phase[-1][1] - random_phase[0][1]) / (random_phase[-1][0] - random_phase[0][0])
 
-    # one evaluation of --eval-episodes episodes, per vector step, scaled to the time limit
+    eval_seconds, eval_vector_steps = evaluation_seconds(module, args, device) if time_evaluation else (None, 0)
+    return {
+        "command": rate_key(command), "machine": machine_name(device), "device": device, "threads": torch.get_num_threads(),
+        "env_steps_per_s": (end_step - start_step) / (end - start), "iterations_per_s": (len(updates) - 1) / (end - start),
+        "random_env_steps_per_s": random_rate, "eval_seconds": eval_seconds, "eval_vector_steps_timed": eval_vector_steps,
+    }
+
+
+def evaluation_seconds(module, args, device: str) -> tuple[float, int]:
+    """One evaluation of --eval-episodes episodes with the file's own make_networks, make_inference_policy and
+    evaluate (random weights), timed per vector step and scaled to the env's time limit; and the vector steps timed."""
     env = gym.make(args.env_id)
     obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
     time_limit = env.spec.max_episode_steps
@@ -150,13 +178,8 @@ def measure(command: list[str], seconds: float, device: str) -> dict:
     eval_start = time.perf_counter()
     policy, _ = module.make_inference_policy(networks, action_dim, args)
     module.evaluate(counted_policy, eval_envs, low, high, torch_device)
-    eval_seconds = (time.perf_counter() - eval_start) / len(vector_steps) * (time_limit or len(vector_steps))
     eval_envs.close()
-    return {
-        "command": rate_key(command), "machine": machine_name(device), "device": device, "threads": torch.get_num_threads(),
-        "env_steps_per_s": (end_step - start_step) / (end - start), "iterations_per_s": (len(updates) - 1) / (end - start),
-        "random_env_steps_per_s": random_rate, "eval_seconds": eval_seconds, "eval_vector_steps_timed": len(vector_steps),
-    }
+    return (time.perf_counter() - eval_start) / len(vector_steps) * (time_limit or len(vector_steps)), len(vector_steps)
 
 
 # ---- the parent: commands from benchmark.sh, one child per distinct rate, the table and the estimate -------------------
@@ -171,15 +194,49 @@ def run_cost(command: list[str], m: dict) -> float:
     return random_seconds + (final_step - random_steps) / m["env_steps_per_s"] + evaluations * m["eval_seconds"]
 
 
-def benchmark_commands(algos: list[str], envs: list[str], extra: list[str]) -> list[list[str]]:
-    """The commands benchmark.sh would launch for these pairs, seed 1 (its --dry-run, into an empty directory)."""
+def benchmark_commands(algos: list[str] | None, envs: list[str], extra: list[str]) -> list[list[str]]:
+    """The commands benchmark.sh would launch for these pairs, seed 1 (its --dry-run, into an empty directory); no
+    algos: every algorithm file, as benchmark.sh finds them."""
+    selection = ["--algos", " ".join(algos)] if algos else []
     with tempfile.TemporaryDirectory() as out:
-        result = subprocess.run(["bash", str(ROOT / "benchmark.sh"), "--dry-run", "--out", out, "--seeds", "1",
-                                 "--algos", " ".join(algos), "--envs", " ".join(envs), "--", *extra],
-                                capture_output=True, text=True)
+        result = subprocess.run(["bash", str(ROOT / "benchmark.sh"), "--dry-run", "--out", out, "--seeds", "1", *selection,
+                                 "--envs", " ".join(envs), "--", *extra], capture_output=True, text=True)
     if result.returncode != 0:
         fail(result.stderr.strip().splitlines()[-1].removeprefix("benchmark.sh: error: "))
     return [shlex.split(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def measure_in_child(command: list[str], seconds: float, device: str, time_evaluation: bool = True) -> dict:
+    """measure() in a child process of its own, so that no measurement inherits another's state."""
+    print(f"measuring {rate_key(command)} on {device} ({seconds:g} s after the warm-up updates) ...", file=sys.stderr, flush=True)
+    child = subprocess.run([sys.executable, __file__, "--child", json.dumps(command), "--seconds", str(seconds), "--device", device,
+                            *([] if time_evaluation else ["--no-evaluation"])], capture_output=True, text=True)
+    if child.returncode != 0:
+        fail(f"{rate_key(command)}: {(child.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def floor_flags(command: list[str]) -> list[str]:
+    """The FLOOR_SHAPES flags that the command's file takes."""
+    fields = {field.name for field in dataclasses.fields(load_file(command[1]).Args)}
+    return [token for name, value in FLOOR_SHAPES.items() if name in fields for token in (f"--{name.replace('_', '-')}", str(value))]
+
+
+def print_floor(commands: list[list[str]], seconds: float, device: str) -> None:
+    """Each command at the floor shapes, eager and with --compile, each measured in a child process now."""
+    rows = []
+    for command in commands:
+        floor = [*command, *floor_flags(command)]
+        rows.append((command, measure_in_child(floor, seconds, device, False), measure_in_child([*floor, "--compile"], seconds, device, False)))
+    shrunk = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in FLOOR_SHAPES.items())
+    print(f"\nThe floor: each file's own loop with {shrunk} (where the file has the flag); the flow steps, the networks"
+          f" and the loop as they are.\n{rows[0][1]['machine']}, {device}, {rows[0][1]['threads']} torch thread(s)\n")
+    print("| file | env | eager: iterations / s | eager: env steps / s | --compile: iterations / s | --compile: env steps / s | --compile / eager |")
+    print("|---|---|---|---|---|---|---|")
+    for command, eager, compiled in rows:
+        print(f"| {Path(command[1]).stem} | {parsed_args(command).env_id} | {eager['iterations_per_s']:.1f} | {eager['env_steps_per_s']:.1f} | "
+              f"{compiled['iterations_per_s']:.1f} | {compiled['env_steps_per_s']:.1f} | "
+              f"{compiled['iterations_per_s'] / eager['iterations_per_s']:.2f} |")
 
 
 def measured(commands: list[list[str]], table_path: Path, seconds: float, device: str) -> dict[str, dict]:
@@ -193,12 +250,7 @@ def measured(commands: list[list[str]], table_path: Path, seconds: float, device
         if key in results:
             continue
         if f"{machine} | {key}" not in table:
-            print(f"measuring {key} on {device} ({seconds:g} s after {WARMUP_UPDATES} warm-up updates) ...", file=sys.stderr, flush=True)
-            child = subprocess.run([sys.executable, __file__, "--child", json.dumps(command), "--seconds", str(seconds),
-                                    "--device", device], capture_output=True, text=True)
-            if child.returncode != 0:
-                fail(f"{key}: {(child.stderr.strip().splitlines() or ['no output'])[-1]}")
-            table[f"{machine} | {key}"] = json.loads(child.stdout.strip().splitlines()[-1])
+            table[f"{machine} | {key}"] = measure_in_child(command, seconds, device)
             table_path.parent.mkdir(parents=True, exist_ok=True)
             table_path.write_text(json.dumps(table, indent=1) + "\n")
         results[key] = table[f"{machine} | {key}"]
@@ -242,8 +294,8 @@ def print_estimate(commands: list[list[str]], results: dict[str, dict], workers:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algos", nargs="+", default=["sac_baseline", "td3_baseline", "fpmd_r", "fpmd_m", "mfpo"])
-    parser.add_argument("--envs", nargs="+", default=["Hopper-v4", "Ant-v4", "Humanoid-v4"])
+    parser.add_argument("--algos", nargs="+", help="algorithm files, without .py; default: all, as benchmark.sh finds them")
+    parser.add_argument("--envs", nargs="+", help="default: Hopper-v4 Ant-v4 Humanoid-v4; with --floor, Hopper-v4")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda where available, as the runs")
     parser.add_argument("--seconds", type=float, default=30.0, help="the timing window per pair, after the warm-up updates")
     parser.add_argument("--table", type=Path, default=ROOT / "benchmark_runs" / "throughput.json",
@@ -251,7 +303,9 @@ def main() -> None:
     parser.add_argument("--estimate", action="store_true", help="read benchmark commands on stdin, one per line, and print their bill")
     parser.add_argument("--workers", type=int, default=1, help="with --estimate: runs at a time")
     parser.add_argument("--slurm", action="store_true", help="with --estimate: the --time of a Slurm array task")
+    parser.add_argument("--floor", action="store_true", help="eager and --compile at tiny shapes, side by side (see above)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--no-evaluation", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("extra", nargs="*", help="flags after -- go to every run, as in benchmark.sh")
     args = parser.parse_args()
     if not args.seconds > 0:
@@ -262,20 +316,26 @@ def main() -> None:
         fail("--device cuda: no CUDA device here")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.child:
-        print(json.dumps(measure(json.loads(args.child), args.seconds, args.device)))
+        print(json.dumps(measure(json.loads(args.child), args.seconds, args.device, not args.no_evaluation)))
         return
+    if args.floor and args.estimate:
+        fail("--floor and --estimate are two different tables: ask for one")
     if args.estimate:
         commands = [shlex.split(line) for line in sys.stdin.read().splitlines() if line.strip()]
         if not commands:
             fail("--estimate: no commands on stdin (is every selected run finished?)")
     else:
-        commands = benchmark_commands(args.algos, args.envs, args.extra)
+        envs = args.envs or (["Hopper-v4"] if args.floor else ["Hopper-v4", "Ant-v4", "Humanoid-v4"])
+        commands = benchmark_commands(args.algos, envs, args.extra)
     for command in commands:  # a wrong env id gets its line before any child starts
         env_id = parsed_args(command).env_id
         try:
             gym.spec(env_id)
         except gym.error.Error as err:
             fail(f"--env-id {env_id!r}: {err}")
+    if args.floor:
+        print_floor(list({rate_key(c): c for c in commands}.values()), args.seconds, args.device)
+        return
     results = measured(commands, args.table, args.seconds, args.device)
     print_table(list({rate_key(c): c for c in commands}.values()), results)
     if args.estimate:
