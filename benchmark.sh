@@ -2,7 +2,7 @@
 # Reproduce the papers' MuJoCo tables: every (algorithm x env x seed) trains as its own process.
 #
 #   ./benchmark.sh                                  # all algorithm files x the 10 tasks x seeds 1-5, one at a time
-#   ./benchmark.sh --algos "fpmd_r sac_baseline" --envs Hopper-v4 --seeds "1 2" --workers 4
+#   ./benchmark.sh --algos fpmd_r sac_baseline --envs Hopper-v4 --seeds 1 2 --workers 4   # lists quoted or not
 #   ./benchmark.sh --dry-run                        # print the commands, one per line, run nothing
 #   ./benchmark.sh --estimate --workers 4           # the hours it would take here, measured first; runs nothing
 #   ./benchmark.sh --slurm --workers 20 --time 48:00:00 --gpus-per-task 1   # one sbatch job array
@@ -24,9 +24,9 @@
 #                           --partition P --time T --gpus-per-task G --cpus-per-task C --mem M
 #
 # Every run is evaluated as the FPMD paper's Table 1 was: every 25k env steps, 20 episodes (flags after -- override).
-# Runs are named {env}__{algo}__{seed} under OUT/runs. A run whose evaluations.csv reached its final step is
-# finished and skipped; an interrupted run with a checkpoint continues from it (--resume); one without (killed before
-# its first checkpoint) is moved to OUT/interrupted/ and starts again. A failing run writes OUT/logs/{run}.log and the
+# Runs are named {env}__{algo}__{seed} under OUT/runs. A run that wrote its completion marker and holds no checkpoint
+# is finished and skipped (tools/runs.py has that definition); a run with a checkpoint continues from it (--resume);
+# one with neither (killed before its first checkpoint) is moved to OUT/interrupted/ and starts again. A failing run writes OUT/logs/{run}.log and the
 # others go on. The last line sums it up, and the exit status is non-zero if any run failed. With several GPUs
 # visible, each local worker gets its own GPU. Slurm array tasks are submitted with --requeue: a preempted task
 # comes back and resumes (the file checkpoints on the SIGTERM that Slurm sends first).
@@ -49,9 +49,12 @@ die() { echo "benchmark.sh: error: $*" >&2; exit 2; }
 
 while (($#)); do
   case "$1" in
-    --algos) ALGOS=$2; shift 2 ;;
-    --envs) ENVS=$2; shift 2 ;;
-    --seeds) SEEDS=$2; shift 2 ;;
+    --algos | --envs | --seeds)  # one quoted list, or the words up to the next option
+      option=$1 values=()
+      shift
+      while (($#)) && [[ $1 != --* ]]; do values+=("$1"); shift; done
+      ((${#values[@]})) || die "$option needs a list, e.g. $option \"a b\" or $option a b"
+      case $option in --algos) ALGOS=${values[*]} ;; --envs) ENVS=${values[*]} ;; --seeds) SEEDS=${values[*]} ;; esac ;;
     --total-timesteps) TOTAL_TIMESTEPS=$2; shift 2 ;;
     --workers) WORKERS=$2; shift 2 ;;
     --checkpoint-freq) CHECKPOINT_FREQ=$2; shift 2 ;;
@@ -88,20 +91,16 @@ build_command() {  # ALGO ENV SEED: the training command, into the array CMD
   CMD+=("${EXTRA[@]}")
 }
 
-finished() {  # RUN_DIR TOTAL: did the run's evaluations reach its last step?
-  local csv=$1/evaluations.csv last
-  [[ -f $csv ]] || return 1
-  last=$(tail -n 1 "$csv" | cut -d, -f1)
-  [[ $last =~ ^[0-9]+$ ]] && ((last >= $2))
+finished_runs() {  # RUN_DIR...: those of them that are finished, one per line (the definition: tools/runs.py)
+  "$PYTHON" "$ROOT/tools/runs.py" finished "$@"
 }
 
 # One run with the resumability rules. Exit status: 0 trained now, 10 already finished, else failed.
 run_one() {  # ALGO ENV SEED
   local algo=$1 env=$2 seed=$3
-  local name=${env}__${algo}__${seed} total
-  total=$(budget "$algo" "$env")
+  local name=${env}__${algo}__${seed}
   local dir=$OUT/runs/$name log=$OUT/logs/$name.log
-  if finished "$dir" "$total"; then echo "skip    $name (finished)"; return 10; fi
+  if [[ -n $(finished_runs "$dir") ]]; then echo "skip    $name (finished)"; return 10; fi
   mkdir -p "$OUT/logs" "$OUT/interrupted"
   build_command "$algo" "$env" "$seed"
   if [[ -f $dir/checkpoint.pt ]]; then  # an interrupted run with a checkpoint: go on from it
@@ -118,7 +117,7 @@ run_one() {  # ALGO ENV SEED
   fi
   (cd "$OUT" && exec "${CMD[@]}") >>"$log" 2>&1
   local status=$?
-  if ((status == 0)) && finished "$dir" "$total"; then echo "done    $name"; return 0; fi
+  if ((status == 0)) && [[ -n $(finished_runs "$dir") ]]; then echo "done    $name"; return 0; fi
   echo "FAILED  $name (exit $status; see $log: $(tail -n 1 "$log" 2>/dev/null))"
   return 1
 }
@@ -134,10 +133,17 @@ RUNS=()
 for env in $ENVS; do for algo in $ALGOS; do for seed in $SEEDS; do RUNS+=("$algo $env $seed"); done; done; done
 
 print_commands() {  # the command of every run that is not finished, one per line
+  local dirs=() finished
   for run in "${RUNS[@]}"; do
     # shellcheck disable=SC2086
     set -- $run
-    finished "$OUT/runs/${2}__${1}__${3}" "$(budget "$1" "$2")" && continue
+    dirs+=("$OUT/runs/${2}__${1}__${3}")
+  done
+  finished=$(finished_runs "${dirs[@]}")
+  for run in "${RUNS[@]}"; do
+    # shellcheck disable=SC2086
+    set -- $run
+    grep -qxF "$OUT/runs/${2}__${1}__${3}" <<<"$finished" && continue
     build_command "$1" "$2" "$3"
     line=$(printf '%q ' "${CMD[@]}")
     echo "${line% }"

@@ -8,7 +8,7 @@ Time convention (as fpmd_r.py): noise x0 at t = 0, action a1 at t = 1, z_t = t a
 z_r = z_t + (r - t) u(s, z_t, t, r) for r >= t. The MeanFlow identity u = v - (t - r) du/dt, with the total
 derivative du/dt = v du/dz + du/dt along the flow, gives the regression target (Prop. 4).
 
-Equations implemented (numbers of arXiv 2507.23675; SPEC.md section 4):
+Equations implemented (numbers of arXiv 2507.23675; flowpolicy-rl's docs/algorithms.md has them all):
   MeanFlow target   u_tgt = v - (t - r) (v d_z u + d_t u),  v = a1 - x0                          (eqs. 5, 10)
   actor loss        mean_b w_b mean_d (u(s', z_t, t, r) - sg(u_tgt))^2,  w = exp(Q(s', a1) / lambda)  (eq. 16)
   one-step sample   a = x0 + u(s, x0, 0, 1)                                                     (section 3.3)
@@ -18,12 +18,13 @@ Equations implemented (numbers of arXiv 2507.23675; SPEC.md section 4):
 Usage: python fpmd_m.py --env-id Walker2d-v4 --seed 1
 
 Defaults follow the authors' JAX release ("flow_policy_iclr") as fpmd_r.py does, with one sampling step everywhere
-and (t, r) ~ U[0, 1] sorted so that t <= r, r != t for 100 % of the samples (the paper changes MeanFlow's 25 %).
+and (t, r) ~ U[0, 1] sorted so that t <= r, r != t for every pair (--flow-ratio 0, the share with r = t; the paper
+moves MeanFlow's r != t share from 25 % to 100 %, and the release draws r = t with probability 0).
 du/dt is a Jacobian-vector product taken under no_grad (two reverse-mode passes: see jvp), u_pred a plain forward pass:
 the same gradient as differentiating through the jvp, with less memory.
 
-Release vs paper (SPEC.md sections 3-4): where the paper's text says otherwise, the default is the release's and the
-paper's variant is one flag away.
+Release vs paper: where the paper's text says otherwise, the default is the release's and the paper's variant is one
+flag away (docs/algorithms.md names the release's file and function for each).
   * training particles (acting and a') start from x0 ~ N(0, 0.5^2 I); the paper's N(0, I): --train-prior-scale 1
     (the MeanFlow loss always draws x0 ~ N(0, I));
   * actor weights: the release computes exp(clip(q - m / sd, -3, 3) / alpha) with running mean m and std sd of Q;
@@ -33,12 +34,15 @@ paper's variant is one flag away.
   * each critic gradient is applied with two Adam steps (the optimizer state advances twice); the paper's single
     step: --critic-adam-steps 1;
   * the 1M env steps and the evaluation schedule count from the end of the 30k warm-up; counting the warm-up in
-    the budget: --budget-includes-warmup.
+    the budget: --budget-includes-warmup;
+  * float32 matmuls on a GPU run as TF32, JAX's default, with which the release trained; full float32:
+    --matmul-precision highest.
 Release details the paper leaves out, followed here: Haiku's initialisation (weights normal(0, 1/fan_in) truncated at
 2 std, biases 0); the best particle is chosen among the unclipped ones, clipped to [-1, 1], and its exploration noise
 is not clipped again (the buffer and the actor loss keep the noisy action, the env receives it clipped to its
 bounds); 40 evaluations of 20 episodes per 1M-step run on eval envs seeded once. Beyond that only the frameworks
-differ: PyTorch instead of JAX, Gymnasium 1.x MuJoCo v4 envs (Pusher-v5: Pusher-v4 refuses MuJoCo >= 3).
+differ: PyTorch instead of JAX (fused Adam; --compile does what jit does there), Gymnasium 1.x MuJoCo v4 envs
+(Pusher-v5: Pusher-v4 refuses MuJoCo >= 3).
 """
 
 import copy
@@ -157,8 +161,9 @@ class Args:
     """mean-velocity steps of the sampler in training (acting and the next action a'); 1 is the paper's"""
     eval_flow_steps: int = 1
     """mean-velocity steps of the inference policy (NFE); 1 is the paper's one-step inference"""
-    mf_ratio: float = 1.0
-    """share of the (t, r) samples of the actor loss with r != t (the rest has r = t: plain flow matching)"""
+    flow_ratio: float = 0.0
+    """share of the actor loss's (t, r) pairs with r = t, plain flow matching; 0 (every pair r != t) is the paper's
+    and the release's"""
 
 
 def find_arg_problem(args: Args) -> str | None:
@@ -188,8 +193,8 @@ def find_arg_problem(args: Args) -> str | None:
         return f"--gamma must lie in [0, 1], got {args.gamma}"
     if not 0.0 < args.tau <= 1.0:
         return f"--tau must lie in (0, 1], got {args.tau}"
-    if not 0.0 <= args.mf_ratio <= 1.0:
-        return f"--mf-ratio must lie in [0, 1], got {args.mf_ratio}"
+    if not 0.0 <= args.flow_ratio <= 1.0:
+        return f"--flow-ratio must lie in [0, 1], got {args.flow_ratio}"
     if not 0 <= args.lr_decay_start <= args.lr_decay_end:
         return f"--lr-decay-start ({args.lr_decay_start}) must lie in [0, --lr-decay-end ({args.lr_decay_end})]"
     try:
@@ -197,6 +202,13 @@ def find_arg_problem(args: Args) -> str | None:
     except gym.error.Error as err:
         return f"--env-id {args.env_id!r}: {err}"
     return None
+
+
+def step_schedule(args: Args) -> tuple[int, int]:
+    """(the env step the budget counts from, the final env step): the release counts --total-timesteps and the
+    evaluation schedule after the --learning-starts warm-up; --budget-includes-warmup counts the warm-up too."""
+    budget_start = 0 if args.budget_includes_warmup else args.learning_starts
+    return budget_start, budget_start + args.total_timesteps
 
 
 def find_compile_problem(on_cuda: bool) -> str | None:
@@ -305,14 +317,15 @@ class MeanVelocityField(nn.Module):
 
 
 def make_networks(obs_dim: int, action_dim: int, action_scale: torch.Tensor, args: Args) -> dict[str, nn.Module]:
-    """Every network of the agent, targets included; the keys name them in the saved model."""
+    """Every network of the agent, targets included; the keys name them in the saved model. The five files share this
+    signature, so that the tools build any file's networks alike; a file ignores what it does not need."""
     networks = MeanVelocityField(obs_dim, action_dim), QNetwork(obs_dim, action_dim), QNetwork(obs_dim, action_dim)
     policy, qf1, qf2 = (haiku_init(network) for network in networks)
     targets = {"ema_policy": copy.deepcopy(policy), "qf1_target": copy.deepcopy(qf1), "qf2_target": copy.deepcopy(qf2)}
     return {"policy": policy, "qf1": qf1, "qf2": qf2, **targets}
 
 
-def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):
+def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):  # the five files' signature
     """The evaluation policy obs -> action in [-1, 1]^d: --eval-flow-steps mean-velocity steps of the EMA policy from
     x0 ~ N(0, eval_prior_scale^2 I), no particles, no noise; and its network evaluations per action (NFE). Made once
     per evaluation, for fixed weights: the sampler's time features are computed here, once."""
@@ -429,12 +442,12 @@ def mean_flow_target(mean_velocity, z: torch.Tensor, t: torch.Tensor, r: torch.T
     return v - (t - r)[..., None] * mean_velocity_time_derivative(mean_velocity, z, t, r, v)
 
 
-def mean_flow_loss(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor, mf_ratio: float) -> torch.Tensor:
+def mean_flow_loss(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor, flow_ratio: float) -> torch.Tensor:
     """eq. 16: mean over the batch of w_b ||u(s, z_t, t, r) - sg(u_tgt)||^2 (mean over dims), with z_t = t a1 + (1 - t) x0,
-    v = a1 - x0, x0 ~ N(0, I), (t, r) ~ U[0, 1] sorted to t <= r, and r = t for a (1 - mf_ratio) share."""
+    v = a1 - x0, x0 ~ N(0, I), (t, r) ~ U[0, 1] sorted to t <= r, and r = t for a flow_ratio share."""
     batch_size = actions.shape[0]
     t, r = torch.rand(2, batch_size, device=actions.device).sort(0).values
-    r = torch.where(torch.rand(batch_size, device=actions.device) < mf_ratio, r, t)
+    r = torch.where(torch.rand(batch_size, device=actions.device) < flow_ratio, t, r)
     x0 = torch.randn_like(actions)
     z_t = t[:, None] * actions + (1 - t[:, None]) * x0
     with torch.no_grad():
@@ -580,6 +593,15 @@ def save_checkpoint(path: str, state: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
+def mark_completed(run_dir: str, checkpoint_path: str, global_step: int) -> None:
+    """A run's last act: write runs/{run_name}/completed (its final step), then delete the checkpoint. A run is finished
+    when it has the marker and no checkpoint; killed before the deletion, it is resumed from its checkpoint."""
+    with open(os.path.join(run_dir, "completed"), "w") as f:
+        f.write(f"{global_step}\n")
+    if os.path.exists(checkpoint_path):
+        os.remove(checkpoint_path)
+
+
 RESUME_MAY_CHANGE = {"resume", "checkpoint_freq", "cuda", "compile", "capture_video", "save_model"}  # every other flag must match
 
 
@@ -693,7 +715,7 @@ def main(args: Args) -> None:
 
     def update_actor(next_obs, next_actions, q, alpha) -> dict[str, torch.Tensor]:  # at s', with a1 = a' from pi_old
         weights = policy_weights(q, q_mean, q_std, alpha, args.weighting)
-        actor_loss = mean_flow_loss(policy, next_obs, next_actions, weights, args.mf_ratio)  # eq. 16
+        actor_loss = mean_flow_loss(policy, next_obs, next_actions, weights, args.flow_ratio)  # eq. 16
         apply_gradient(actor_optimizer, actor_loss)
         soft_update(qf1_target, qf1, args.tau)
         soft_update(qf2_target, qf2, args.tau)
@@ -711,8 +733,7 @@ def main(args: Args) -> None:
     # TRY NOT TO MODIFY: the loop's state, everything a checkpoint holds; --resume continues from a checkpoint's
     modules = {**networks, "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer, "alpha_optimizer": alpha_optimizer}
     tensors = {"log_alpha": log_alpha, "q_mean": q_mean, "q_std": q_std}
-    budget_start = 0 if args.budget_includes_warmup else args.learning_starts  # the release counts after the warm-up
-    final_step = budget_start + args.total_timesteps
+    budget_start, final_step = step_schedule(args)
     counters = {"global_step": 0, "num_updates": 0, "next_eval_step": budget_start + args.eval_freq, "elapsed_time": 0.0,
                 "next_checkpoint_step": args.checkpoint_freq, "last_train_return": math.nan, "last_eval_return": math.nan,
                 "wandb_run_id": wandb_run_id}
@@ -818,8 +839,6 @@ def main(args: Args) -> None:
             sys.exit(f"{args.exp_name}: stopped by SIGTERM at global_step {global_step}; {checkpoint_path} written, continue with --resume")
 
     signal.signal(signal.SIGTERM, previous_sigterm_handler)
-    if os.path.exists(checkpoint_path):
-        os.remove(checkpoint_path)  # the run is complete: nothing is left to resume
     if args.save_model:
         model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
         torch.save({"args": asdict(args), **{k: v.state_dict() for k, v in networks.items()}}, model_path)
@@ -828,6 +847,7 @@ def main(args: Args) -> None:
     envs.close()
     eval_envs.close()
     writer.close()
+    mark_completed(run_dir, checkpoint_path, global_step)
 
 
 if __name__ == "__main__":

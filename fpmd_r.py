@@ -5,7 +5,7 @@ Each actor step regresses the flow onto the mirror-descent target pi_old(a|s) ex
 exp-weighted flow matching on actions drawn from pi_old; because that target narrows as learning converges, a
 single Euler step samples it well (Prop. 2), and the inference policy costs one network evaluation like SAC's.
 
-Equations implemented (numbers of arXiv 2507.23675; SPEC.md section 3):
+Equations implemented (numbers of arXiv 2507.23675; flowpolicy-rl's docs/algorithms.md has them all):
   interpolation     x_t = t a1 + (1 - t) x0,  target velocity a1 - x0                                (eq. 3)
   actor loss        mean_b w_b mean_d (v(s', x_t, t) - (a1 - x0))^2,  w = exp(Q(s', a1) / lambda)      (eq. 8)
   one-step sample   a = x0 + v(s, x0, 0)                                              (Prop. 2, section 3.2)
@@ -20,8 +20,8 @@ policy lr 3e-4 decayed linearly to 3e-5 over iterations 50k-150k, actor / target
 iterations, an EMA copy of the policy that acts, exploration noise sigma = 0.1 alpha with log alpha driven by one
 Adam step every 250 iterations toward entropy -1.5 per dimension, and a one-step inference policy from N(0, 0.5^2 I).
 
-Release vs paper (SPEC.md section 3): where the paper's text says otherwise, the default is the release's and the
-paper's variant is one flag away.
+Release vs paper: where the paper's text says otherwise, the default is the release's and the paper's variant is one
+flag away (docs/algorithms.md names the release's file and function for each).
   * training particles (acting and a') start from x0 ~ N(0, 0.5^2 I); the paper's N(0, I): --train-prior-scale 1
     (the flow-matching loss always draws x0 ~ N(0, I));
   * actor weights: the release computes exp(clip(q - m / sd, -3, 3) / alpha) with running mean m and std sd of Q;
@@ -31,12 +31,15 @@ paper's variant is one flag away.
   * each critic gradient is applied with two Adam steps (the optimizer state advances twice); the paper's single
     step: --critic-adam-steps 1;
   * the 1M env steps and the evaluation schedule count from the end of the 30k warm-up; counting the warm-up in
-    the budget: --budget-includes-warmup.
+    the budget: --budget-includes-warmup;
+  * float32 matmuls on a GPU run as TF32, JAX's default, with which the release trained; full float32:
+    --matmul-precision highest.
 Release details the paper leaves out, followed here: Haiku's initialisation (weights normal(0, 1/fan_in) truncated at
 2 std, biases 0); the best particle is chosen among the unclipped ones, clipped to [-1, 1], and its exploration noise
 is not clipped again (the buffer and the actor loss keep the noisy action, the env receives it clipped to its
 bounds); 40 evaluations of 20 episodes per 1M-step run on eval envs seeded once. Beyond that only the frameworks
-differ: PyTorch instead of JAX, Gymnasium 1.x MuJoCo v4 envs (Pusher-v5: Pusher-v4 refuses MuJoCo >= 3).
+differ: PyTorch instead of JAX (fused Adam; --compile does what jit does there), Gymnasium 1.x MuJoCo v4 envs
+(Pusher-v5: Pusher-v4 refuses MuJoCo >= 3).
 """
 
 import copy
@@ -193,6 +196,13 @@ def find_arg_problem(args: Args) -> str | None:
     return None
 
 
+def step_schedule(args: Args) -> tuple[int, int]:
+    """(the env step the budget counts from, the final env step): the release counts --total-timesteps and the
+    evaluation schedule after the --learning-starts warm-up; --budget-includes-warmup counts the warm-up too."""
+    budget_start = 0 if args.budget_includes_warmup else args.learning_starts
+    return budget_start, budget_start + args.total_timesteps
+
+
 def find_compile_problem(on_cuda: bool) -> str | None:
     """What --compile needs and this machine lacks, as a one-line message: Triton on CUDA, a C++ compiler on a CPU."""
     if on_cuda and importlib.util.find_spec("triton") is None:
@@ -297,14 +307,15 @@ class VelocityField(nn.Module):
 
 
 def make_networks(obs_dim: int, action_dim: int, action_scale: torch.Tensor, args: Args) -> dict[str, nn.Module]:
-    """Every network of the agent, targets included; the keys name them in the saved model."""
+    """Every network of the agent, targets included; the keys name them in the saved model. The five files share this
+    signature, so that the tools build any file's networks alike; a file ignores what it does not need."""
     networks = VelocityField(obs_dim, action_dim), QNetwork(obs_dim, action_dim), QNetwork(obs_dim, action_dim)
     policy, qf1, qf2 = (haiku_init(network) for network in networks)
     targets = {"ema_policy": copy.deepcopy(policy), "qf1_target": copy.deepcopy(qf1), "qf2_target": copy.deepcopy(qf2)}
     return {"policy": policy, "qf1": qf1, "qf2": qf2, **targets}
 
 
-def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):
+def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):  # the five files' signature
     """The evaluation policy obs -> action in [-1, 1]^d: --eval-flow-steps Euler steps of the EMA policy from
     x0 ~ N(0, eval_prior_scale^2 I), no particles, no noise; and its network evaluations per action (NFE). Made once
     per evaluation, for fixed weights: the sampler's time features are computed here, once."""
@@ -546,6 +557,15 @@ def save_checkpoint(path: str, state: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
+def mark_completed(run_dir: str, checkpoint_path: str, global_step: int) -> None:
+    """A run's last act: write runs/{run_name}/completed (its final step), then delete the checkpoint. A run is finished
+    when it has the marker and no checkpoint; killed before the deletion, it is resumed from its checkpoint."""
+    with open(os.path.join(run_dir, "completed"), "w") as f:
+        f.write(f"{global_step}\n")
+    if os.path.exists(checkpoint_path):
+        os.remove(checkpoint_path)
+
+
 RESUME_MAY_CHANGE = {"resume", "checkpoint_freq", "cuda", "compile", "capture_video", "save_model"}  # every other flag must match
 
 
@@ -677,8 +697,7 @@ def main(args: Args) -> None:
     # TRY NOT TO MODIFY: the loop's state, everything a checkpoint holds; --resume continues from a checkpoint's
     modules = {**networks, "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer, "alpha_optimizer": alpha_optimizer}
     tensors = {"log_alpha": log_alpha, "q_mean": q_mean, "q_std": q_std}
-    budget_start = 0 if args.budget_includes_warmup else args.learning_starts  # the release counts after the warm-up
-    final_step = budget_start + args.total_timesteps
+    budget_start, final_step = step_schedule(args)
     counters = {"global_step": 0, "num_updates": 0, "next_eval_step": budget_start + args.eval_freq, "elapsed_time": 0.0,
                 "next_checkpoint_step": args.checkpoint_freq, "last_train_return": math.nan, "last_eval_return": math.nan,
                 "wandb_run_id": wandb_run_id}
@@ -784,8 +803,6 @@ def main(args: Args) -> None:
             sys.exit(f"{args.exp_name}: stopped by SIGTERM at global_step {global_step}; {checkpoint_path} written, continue with --resume")
 
     signal.signal(signal.SIGTERM, previous_sigterm_handler)
-    if os.path.exists(checkpoint_path):
-        os.remove(checkpoint_path)  # the run is complete: nothing is left to resume
     if args.save_model:
         model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
         torch.save({"args": asdict(args), **{k: v.state_dict() for k, v in networks.items()}}, model_path)
@@ -794,6 +811,7 @@ def main(args: Args) -> None:
     envs.close()
     eval_envs.close()
     writer.close()
+    mark_completed(run_dir, checkpoint_path, global_step)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ instantaneous velocity that mixes a policy proposal and a Gaussian proposal by t
 Time convention (MFPO and MeanFlow): action a at t = 0, noise eps at t = 1, x_t = (1 - t) a + t eps, v = eps - a,
 r <= t. MeanFlow identity: u = v - (t - r) du/dt, du/dt = v d_x u + d_t u along the flow.
 
-Equations implemented (numbers of arXiv 2604.14698; the text lost its formulas, SPEC.md section 5 has them):
+Equations implemented (numbers of arXiv 2604.14698; flowpolicy-rl's docs/algorithms.md has them all):
   sampler + log-lik  x_1 ~ N(0, I); per step: logp += h delta(s, x, t, h), x <- x - h u(s, x, t, h)   (eqs. 11, 18)
   Hutchinson         div v ~ mean_n e_n^T (d v / d x) e_n,  e_n ~ N(0, I)                               (eq. 16)
   ADN loss           (delta(s, x_t, t, h) - sg(div v - (t - r) d delta/dt))^2,  v = u(s, x_t, t, 0)      (eq. 17)
@@ -25,22 +25,23 @@ Usage: python mfpo.py --env-id Walker2d-v4 --seed 1
 Defaults follow the authors' JAX release ("MFPO"): one env, one update per env step after 10k random steps, all Adam
 learning rates 3e-4, tau 0.005 every step, a 101-atom C51 critic on [-1600, 1600] with clipped double Q (the
 release turns it off for HalfCheetah: `--no-use-cdq`), K1 = 16 policy and K2 = 32 Gaussian proposal samples,
-logit-normal (t, r) with r = t on exactly int(0.75 * batch) rows of each batch, 2 Hutchinson probes, temperature
+logit-normal (t, r) with r = t on exactly int(0.75 * batch) rows (--flow-ratio), 2 Hutchinson probes, temperature
 from 0.01 toward entropy -0.5 per dimension, and at inference the paper's best of 10 two-step candidates under the
 target critics (NFE = 2 x 10). Update order: critic, actor, ADN, temperature.
 
-Release vs paper (SPEC.md section 5): no place is known where the paper's text and the release differ in what this
-file implements. Release details the paper leaves out, followed here: Xavier-uniform weights and zero biases,
+Release vs paper: no place is known where the paper's text and the release differ in what this file implements, but
+one the paper does not state: float32 matmuls on a GPU run as TF32, JAX's default, with which the release trained
+(full float32: --matmul-precision highest). Release details the paper leaves out, followed here: Xavier-uniform weights and zero biases,
 LayerNorm (eps 1e-6) and tanh-approximate GELU (Flax's default) in every hidden layer, learnable Fourier time
 features, and a sampler log-likelihood that is not corrected for the final clip to [-1, 1]. Where this file departs
 from the release:
   * the ADN's Hutchinson probes and its time / noise draws use independent random numbers (the release reuses one
     key for both: a bug, not copied);
-  * du/dt and d delta/dt come from forward-mode AD under no_grad and the prediction from a plain forward pass
-    (the same gradient as differentiating through the jvp, with less memory);
+  * du/dt and d delta/dt are Jacobian-vector products taken under no_grad by two reverse-mode passes (see jvp), and
+    the prediction a plain forward pass (the same gradient as differentiating through the jvp, with less memory);
   * the policy and the Gaussian proposals are scored in two calls per critic, where the release makes one (the same
     Q; one call measured ~10 % slower on a CPU);
-  * PyTorch instead of JAX, Gymnasium 1.x MuJoCo v4 envs.
+  * PyTorch instead of JAX (fused Adam; --compile does what jit does there), Gymnasium 1.x MuJoCo v4 envs.
 """
 
 import copy
@@ -140,7 +141,7 @@ class Args:
     """K2, Gaussian-proposal samples per state in the velocity estimate"""
     div_samples: int = 2
     """Hutchinson probes of the divergence in the ADN target"""
-    mf_flow_ratio: float = 0.75
+    flow_ratio: float = 0.75
     """share of the (t, r) pairs with r = t (plain flow matching), exactly int(ratio * batch) rows; the rest has r < t"""
     num_atoms: int = 101
     """atoms of the C51 return distribution"""
@@ -180,8 +181,8 @@ def find_arg_problem(args: Args) -> str | None:
         return f"--gamma must lie in [0, 1], got {args.gamma}"
     if not 0.0 < args.tau <= 1.0:
         return f"--tau must lie in (0, 1], got {args.tau}"
-    if not 0.0 <= args.mf_flow_ratio <= 1.0:
-        return f"--mf-flow-ratio must lie in [0, 1], got {args.mf_flow_ratio}"
+    if not 0.0 <= args.flow_ratio <= 1.0:
+        return f"--flow-ratio must lie in [0, 1], got {args.flow_ratio}"
     if args.num_atoms < 2:
         return f"--num-atoms must be at least 2, got {args.num_atoms}"
     if not args.v_min < args.v_max:
@@ -191,6 +192,11 @@ def find_arg_problem(args: Args) -> str | None:
     except gym.error.Error as err:
         return f"--env-id {args.env_id!r}: {err}"
     return None
+
+
+def step_schedule(args: Args) -> tuple[int, int]:
+    """(the env step the budget counts from, the final env step): --total-timesteps counts every env step."""
+    return 0, args.total_timesteps
 
 
 def find_compile_problem(on_cuda: bool) -> str | None:
@@ -304,14 +310,15 @@ class DistributionalQNetwork(nn.Module):
 
 
 def make_networks(obs_dim: int, action_dim: int, action_scale: torch.Tensor, args: Args) -> dict[str, nn.Module]:
-    """Every network of the agent, targets included; the keys name them in the saved model."""
+    """Every network of the agent, targets included; the keys name them in the saved model. The five files share this
+    signature, so that the tools build any file's networks alike; a file ignores what it does not need."""
     policy = MeanFlowNetwork(obs_dim, action_dim, out_dim=action_dim)
     adn = MeanFlowNetwork(obs_dim, action_dim, out_dim=1)  # the average divergence network
     qf1, qf2 = (DistributionalQNetwork(obs_dim, action_dim, args.num_atoms) for _ in range(2))
     return {"policy": policy, "adn": adn, "qf1": qf1, "qf2": qf2, "qf1_target": copy.deepcopy(qf1), "qf2_target": copy.deepcopy(qf2)}
 
 
-def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):
+def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):  # the five files' signature
     """The evaluation policy obs -> action in [-1, 1]^d: the best of --num-candidates T-step samples under the target
     critics; and its network evaluations per action (NFE = T x candidates, the critics not counted).
     Made once per evaluation, for fixed weights: the time features of each step's fixed (t, h) do not depend on the
@@ -623,6 +630,15 @@ def save_checkpoint(path: str, state: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
+def mark_completed(run_dir: str, checkpoint_path: str, global_step: int) -> None:
+    """A run's last act: write runs/{run_name}/completed (its final step), then delete the checkpoint. A run is finished
+    when it has the marker and no checkpoint; killed before the deletion, it is resumed from its checkpoint."""
+    with open(os.path.join(run_dir, "completed"), "w") as f:
+        f.write(f"{global_step}\n")
+    if os.path.exists(checkpoint_path):
+        os.remove(checkpoint_path)
+
+
 RESUME_MAY_CHANGE = {"resume", "checkpoint_freq", "cuda", "compile", "capture_video", "save_model"}  # every other flag must match
 
 
@@ -735,7 +751,7 @@ def main(args: Args) -> None:
 
     def update_actor(obs, alpha):  # regress u onto the ESS-weighted velocity estimate of the Boltzmann target (eqs. 23-28)
         batch_size = len(obs)
-        t, r = sample_time_pairs(batch_size, args.mf_flow_ratio, device)
+        t, r = sample_time_pairs(batch_size, args.flow_ratio, device)
         with torch.no_grad():
             obs_rep = obs.repeat_interleave(args.num_policy_samples, 0)
             policy_actions, policy_log_probs = sample_with_log_prob(
@@ -758,7 +774,7 @@ def main(args: Args) -> None:
         return policy_actions[:, 0], policy_log_probs, {"losses/actor_loss": actor_loss.detach()}
 
     def update_adn(obs, actions) -> dict[str, torch.Tensor]:  # the updated policy's average divergence (eqs. 16-17)
-        t, r = sample_time_pairs(len(obs), args.mf_flow_ratio, device)  # fresh (t, r), and fresh noise inside
+        t, r = sample_time_pairs(len(obs), args.flow_ratio, device)  # fresh (t, r), and fresh noise inside
         adn_loss = adn_loss_fn(adn, policy, obs, actions, t, r, args.div_samples)
         apply_gradient(adn_optimizer, adn_loss)
         return {"losses/adn_loss": adn_loss.detach()}
@@ -783,7 +799,8 @@ def main(args: Args) -> None:
     modules = {**networks, "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer, "adn_optimizer": adn_optimizer}
     modules["alpha_optimizer"] = alpha_optimizer
     tensors = {"log_alpha": log_alpha}
-    counters = {"global_step": 0, "num_updates": 0, "next_eval_step": args.eval_freq, "elapsed_time": 0.0,
+    budget_start, final_step = step_schedule(args)
+    counters = {"global_step": 0, "num_updates": 0, "next_eval_step": budget_start + args.eval_freq, "elapsed_time": 0.0,
                 "next_checkpoint_step": args.checkpoint_freq, "last_train_return": math.nan, "last_eval_return": math.nan,
                 "wandb_run_id": wandb_run_id}
     if checkpoint:
@@ -800,10 +817,10 @@ def main(args: Args) -> None:
     # TRY NOT TO MODIFY: start the game
     start_time, next_progress_time = time.time() - counters["elapsed_time"], time.time() + 30
     learning_start_time, learning_start_step = None, 0  # set at this process's first update: steps/s count from there
-    num_iterations = -(-args.total_timesteps // args.num_envs)
+    num_iterations = -(-final_step // args.num_envs)
     obs, _ = envs.reset(seed=args.seed if resume_step is None else None)  # a resumed run starts new episodes
     if args.compile:
-        print(f"global_step {global_step}/{args.total_timesteps} | --compile: the first update iterations compile the update steps"
+        print(f"global_step {global_step}/{final_step} | --compile: the first update iterations compile the update steps"
               " and the acting policy (a minute or more)", flush=True)
     for iteration in range(global_step // args.num_envs + 1, num_iterations + 1):
         global_step = iteration * args.num_envs
@@ -862,9 +879,9 @@ def main(args: Args) -> None:
         if evaluating or time.time() >= next_progress_time:  # a progress line at least every 30 s
             next_progress_time = time.time() + 30
             rate = (global_step - learning_start_step) / max(time.time() - (learning_start_time or start_time), 1e-9)
-            eta = (args.total_timesteps - global_step) / max(rate, 1e-9)
+            eta = (final_step - global_step) / max(rate, 1e-9)
             print(
-                f"global_step {global_step}/{args.total_timesteps} | {rate:.0f} steps/s | ETA {eta / 60:.1f} min"
+                f"global_step {global_step}/{final_step} | {rate:.0f} steps/s | ETA {eta / 60:.1f} min"
                 f" | train return {last_train_return:.1f} | eval return {last_eval_return:.1f}",
                 flush=True,
             )
@@ -883,8 +900,6 @@ def main(args: Args) -> None:
             sys.exit(f"{args.exp_name}: stopped by SIGTERM at global_step {global_step}; {checkpoint_path} written, continue with --resume")
 
     signal.signal(signal.SIGTERM, previous_sigterm_handler)
-    if os.path.exists(checkpoint_path):
-        os.remove(checkpoint_path)  # the run is complete: nothing is left to resume
     if args.save_model:
         model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
         torch.save({"args": asdict(args), **{k: v.state_dict() for k, v in networks.items()}}, model_path)
@@ -893,6 +908,7 @@ def main(args: Args) -> None:
     envs.close()
     eval_envs.close()
     writer.close()
+    mark_completed(run_dir, checkpoint_path, global_step)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """SAC: Soft Actor-Critic with automatic temperature (Haarnoja et al. 2018, arXiv 1801.01290, 1812.05905).
 
-The Gaussian-policy baseline of both papers, with CleanRL's defaults (SPEC.md section 1).
+The Gaussian-policy baseline of both papers, with CleanRL's defaults (flowpolicy-rl's docs/algorithms.md has them all).
 
 Equations implemented (numbers of arXiv 1812.05905):
   soft TD target    y = r + gamma (1 - term) [min_k Q'_k(s', a') - alpha log pi(a'|s')],  a' ~ pi(.|s')   (eq. 3)
   critic loss       sum_k (Q_k(s, a) - y)^2                                                           (eq. 5)
   actor loss        alpha log pi(a|s) - min_k Q_k(s, a),  a = tanh(mu + std * eps)                    (eq. 7)
   squashed density  log pi(a|s) = log N(u; mu, std) - sum_i log(1 - tanh(u_i)^2),  a = tanh(u)        (eq. 21)
-  temperature loss  -alpha (log pi(a|s) + H_target),  H_target = -dim(A)                              (eq. 18)
+  temperature loss  -alpha (log pi(a|s) + H_target),  H_target = -dim(A), a fresh from the updated actor (eq. 18)
 
 Usage: python sac_baseline.py --env-id Walker2d-v4 --seed 1
 
@@ -17,6 +17,8 @@ Differences from CleanRL's sac_continuous_action.py:
   * the critics take the policy-space action in [-1, 1]^d (the buffer stores it), where CleanRL's take env units;
   * Gymnasium 1.x vector envs with SAME_STEP autoreset (the stored s' of a finished episode is `final_obs`);
   * the replay buffer lives on the training device, and nothing in the per-step path calls `.item()`;
+  * Adam is fused (one kernel steps all of an optimizer's tensors: the same update, to float32 rounding), and the
+    update steps are functions that --compile hands to torch.compile;
   * evaluation of the deterministic policy tanh(mean) in a separate env, written to `evaluations.csv`.
 """
 
@@ -143,6 +145,11 @@ def find_arg_problem(args: Args) -> str | None:
     return None
 
 
+def step_schedule(args: Args) -> tuple[int, int]:
+    """(the env step the budget counts from, the final env step): --total-timesteps counts every env step."""
+    return 0, args.total_timesteps
+
+
 def find_compile_problem(on_cuda: bool) -> str | None:
     """What --compile needs and this machine lacks, as a one-line message: Triton on CUDA, a C++ compiler on a CPU."""
     if on_cuda and importlib.util.find_spec("triton") is None:
@@ -233,13 +240,14 @@ class Actor(nn.Module):
 
 
 def make_networks(obs_dim: int, action_dim: int, action_scale: torch.Tensor, args: Args) -> dict[str, nn.Module]:
-    """Every network of the agent, targets included; the keys name them in the saved model."""
+    """Every network of the agent, targets included; the keys name them in the saved model. The five files share this
+    signature, so that the tools build any file's networks alike; a file ignores what it does not need."""
     actor = Actor(obs_dim, action_dim, action_scale)
     qf1, qf2 = SoftQNetwork(obs_dim, action_dim), SoftQNetwork(obs_dim, action_dim)
     return {"actor": actor, "qf1": qf1, "qf2": qf2, "qf1_target": copy.deepcopy(qf1), "qf2_target": copy.deepcopy(qf2)}
 
 
-def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):
+def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):  # the five files' signature
     """The evaluation policy obs -> action in [-1, 1]^d, and its network evaluations per action (NFE)."""
     return networks["actor"].inference_action, 1
 
@@ -416,6 +424,15 @@ def save_checkpoint(path: str, state: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
+def mark_completed(run_dir: str, checkpoint_path: str, global_step: int) -> None:
+    """A run's last act: write runs/{run_name}/completed (its final step), then delete the checkpoint. A run is finished
+    when it has the marker and no checkpoint; killed before the deletion, it is resumed from its checkpoint."""
+    with open(os.path.join(run_dir, "completed"), "w") as f:
+        f.write(f"{global_step}\n")
+    if os.path.exists(checkpoint_path):
+        os.remove(checkpoint_path)
+
+
 RESUME_MAY_CHANGE = {"resume", "checkpoint_freq", "cuda", "compile", "capture_video", "save_model"}  # every other flag must match
 
 
@@ -548,7 +565,8 @@ def main(args: Args) -> None:
     modules = {**networks, "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer}
     modules.update({"alpha_optimizer": alpha_optimizer} if args.autotune else {})
     tensors = {"log_alpha": log_alpha}
-    counters = {"global_step": 0, "num_updates": 0, "next_eval_step": args.eval_freq, "elapsed_time": 0.0,
+    budget_start, final_step = step_schedule(args)
+    counters = {"global_step": 0, "num_updates": 0, "next_eval_step": budget_start + args.eval_freq, "elapsed_time": 0.0,
                 "next_checkpoint_step": args.checkpoint_freq, "last_train_return": math.nan, "last_eval_return": math.nan,
                 "wandb_run_id": wandb_run_id}
     if checkpoint:
@@ -565,10 +583,10 @@ def main(args: Args) -> None:
     # TRY NOT TO MODIFY: start the game
     start_time, next_progress_time = time.time() - counters["elapsed_time"], time.time() + 30
     learning_start_time, learning_start_step = None, 0  # set at this process's first update: steps/s count from there
-    num_iterations = -(-args.total_timesteps // args.num_envs)
+    num_iterations = -(-final_step // args.num_envs)
     obs, _ = envs.reset(seed=args.seed if resume_step is None else None)  # a resumed run starts new episodes
     if args.compile:
-        print(f"global_step {global_step}/{args.total_timesteps} | --compile: the first update iterations compile the update steps"
+        print(f"global_step {global_step}/{final_step} | --compile: the first update iterations compile the update steps"
               " and the acting policy (a minute or more)", flush=True)
     for iteration in range(global_step // args.num_envs + 1, num_iterations + 1):
         global_step = iteration * args.num_envs
@@ -632,9 +650,9 @@ def main(args: Args) -> None:
         if evaluating or time.time() >= next_progress_time:  # a progress line at least every 30 s
             next_progress_time = time.time() + 30
             rate = (global_step - learning_start_step) / max(time.time() - (learning_start_time or start_time), 1e-9)
-            eta = (args.total_timesteps - global_step) / max(rate, 1e-9)
+            eta = (final_step - global_step) / max(rate, 1e-9)
             print(
-                f"global_step {global_step}/{args.total_timesteps} | {rate:.0f} steps/s | ETA {eta / 60:.1f} min"
+                f"global_step {global_step}/{final_step} | {rate:.0f} steps/s | ETA {eta / 60:.1f} min"
                 f" | train return {last_train_return:.1f} | eval return {last_eval_return:.1f}",
                 flush=True,
             )
@@ -653,8 +671,6 @@ def main(args: Args) -> None:
             sys.exit(f"{args.exp_name}: stopped by SIGTERM at global_step {global_step}; {checkpoint_path} written, continue with --resume")
 
     signal.signal(signal.SIGTERM, previous_sigterm_handler)
-    if os.path.exists(checkpoint_path):
-        os.remove(checkpoint_path)  # the run is complete: nothing is left to resume
     if args.save_model:
         model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
         torch.save({"args": asdict(args), **{k: v.state_dict() for k, v in networks.items()}}, model_path)
@@ -663,6 +679,7 @@ def main(args: Args) -> None:
     envs.close()
     eval_envs.close()
     writer.close()
+    mark_completed(run_dir, checkpoint_path, global_step)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ COMMON_BAD_INPUT = [
 # Each algorithm's own flags that must be rejected.
 ALGO_BAD_INPUT = {
     "fpmd_r": [(["--num-particles", "0"], "--num-particles"), (["--flow-steps", "0"], "--flow-steps")],
-    "fpmd_m": [(["--num-particles", "0"], "--num-particles"), (["--mf-ratio", "1.5"], "--mf-ratio")],
+    "fpmd_m": [(["--num-particles", "0"], "--num-particles"), (["--flow-ratio", "1.5"], "--flow-ratio")],
     "mfpo": [
         (["--sampling-steps", "0"], "--sampling-steps"),
         (["--v-min", "10", "--v-max", "10"], "--v-min"),

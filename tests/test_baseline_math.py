@@ -5,9 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, load_algo
-
-pytestmark = pytest.mark.skipif(not (ROOT / "sac_baseline.py").exists(), reason="baselines not present")
+from conftest import load_algo
 
 
 def test_sac_squashed_log_prob_equals_change_of_variables_by_autograd_jacobian():

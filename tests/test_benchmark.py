@@ -1,14 +1,19 @@
 """benchmark.sh end to end: the command list, a tiny real benchmark with its summary, resuming after a finished,
-a killed and a failing run."""
+a killed and a failing run, and FPMD runs killed at every boundary of a full-length run's arithmetic (scaled down,
+the warm-up offset kept: an FPMD budget counts after the warm-up, so its evaluations fall past --total-timesteps)."""
 
+import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
+
 import pytest
 from conftest import ALGOS, ROOT, read_evaluations
+from runs import COMPLETION_MARKER
 
 BENCHMARK = ROOT / "benchmark.sh"
 # Two quick files and flags that both accept: a few hundred steps that still reach the updates and evaluations.
@@ -129,3 +134,86 @@ def test_bad_benchmark_options_are_rejected(tmp_path):
     for args in (["--workers", "0"], ["--algos", "no_such_algo"], ["--bogus"], ["--checkpoint-freq", "-5"]):
         result = benchmark(*args, "--dry-run", "--out", str(tmp_path))
         assert result.returncode == 2 and result.stderr.startswith("benchmark.sh: error:"), args
+
+
+# learning starts at 300 env steps, the budget of 400 counts after it: evaluations at 400, 500, 600, 700 (the last at
+# the final step, 700), checkpoints at 200, 400 and 600
+FLAGS = ["--", "--learning-starts", "300", "--eval-freq", "100", "--eval-episodes", "1", "--batch-size", "16",
+         "--buffer-size", "2000", "--num-particles", "2", "--no-cuda"]
+SELECTION = ["--algos", "fpmd_m", "--envs", "Pendulum-v1", "--seeds", "1 2 3 4", "--total-timesteps", "400", "--checkpoint-freq", "200"]
+KILLS = {  # seed: where its first attempt dies
+    1: ["step", 150],  # during the warm-up, before any checkpoint: the run starts again
+    2: ["step", 550],  # after the evaluation at 500 (past --total-timesteps), the checkpoint at 400 behind it
+    3: ["completion", 0],  # after the last evaluation (700), before the run marks itself complete
+    4: ["checkpoint", 2],  # in the middle of writing its second checkpoint (400): the one at 200 stays whole
+}
+# Runs an algorithm file as `python FILE ARGS` would, and SIGKILLs it once, at the boundary KILLS names for its seed.
+KILLER = '''
+import importlib.util, json, os, signal, sys
+from pathlib import Path
+import tyro
+
+path, args = sys.argv[1], sys.argv[2:]
+spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+seed, run_name = args[args.index("--seed") + 1], args[args.index("--run-name") + 1]
+kind, at = json.loads(os.environ["KILLS"]).get(seed, [None, None])
+marker = Path(os.environ["KILLED"]) / run_name
+die = lambda: marker.touch() or os.kill(os.getpid(), signal.SIGKILL)
+if kind and not marker.exists():
+    if kind == "step":
+        add, steps = module.ReplayBuffer.add, []
+        def add_then_die(buffer, obs, *rest):
+            add(buffer, obs, *rest)
+            steps.append(len(obs))
+            if sum(steps) >= at:
+                die()
+        module.ReplayBuffer.add = add_then_die
+    elif kind == "completion":
+        module.mark_completed = lambda *_: die()
+    elif kind == "checkpoint":
+        saves = []
+        def torn_save(path, state):
+            saves.append(path)
+            if len(saves) == at:
+                Path(path + ".tmp").write_bytes(b"torn")
+                die()
+            save(path, state)
+        save, module.save_checkpoint = module.save_checkpoint, torn_save
+module.main(tyro.cli(module.Args, args=args))
+'''
+
+
+def test_runs_killed_at_every_boundary_finish_with_each_evaluation_once(tmp_path):
+    out, killed = tmp_path / "out", tmp_path / "killed"
+    killed.mkdir()
+    (tmp_path / "killer.py").write_text(KILLER)
+    python = tmp_path / "python"  # what benchmark.sh runs each file with
+    python.write_text(f'#!/bin/sh\ncase "$1" in */tools/*) exec {sys.executable} "$@" ;; esac\nexec {sys.executable} {tmp_path / "killer.py"} "$@"\n')
+    python.chmod(python.stat().st_mode | stat.S_IXUSR)
+    environment = {**os.environ, "PYTHON": str(python), "OMP_NUM_THREADS": "1", "KILLS": json.dumps({str(k): v for k, v in KILLS.items()}),
+                   "KILLED": str(killed)}
+    benchmark = lambda: subprocess.run(["bash", str(ROOT / "benchmark.sh"), *SELECTION, "--out", str(out), *FLAGS],
+                                       capture_output=True, text=True, timeout=900, env=environment)
+    first = benchmark()
+    assert "0 trained, 0 already finished, 4 failed" in first.stdout.splitlines()[-1], first.stdout + first.stderr
+    assert sorted(path.name for path in killed.iterdir()) == [f"Pendulum-v1__fpmd_m__{seed}" for seed in KILLS]
+    run_dirs = {seed: out / "runs" / f"Pendulum-v1__fpmd_m__{seed}" for seed in KILLS}
+    assert [row["global_step"] for row in read_evaluations(run_dirs[2])] == [400, 500]  # the old rule called this finished
+    assert [row["global_step"] for row in read_evaluations(run_dirs[3])][-1] == 700  # and this one too
+
+    for _ in range(3):  # until every run finishes; one more round is expected to do it
+        again = benchmark()
+        if "4 already finished" in again.stdout:
+            break
+    assert "0 trained, 4 already finished, 0 failed" in again.stdout, again.stdout + again.stderr
+    for seed, run_dir in run_dirs.items():
+        assert [row["global_step"] for row in read_evaluations(run_dir)] == [400, 500, 600, 700], seed  # each once
+        assert (run_dir / COMPLETION_MARKER).exists() and not list(run_dir.glob("checkpoint.pt*")), seed
+    assert list((out / "interrupted").glob("Pendulum-v1__fpmd_m__1.*"))  # the warm-up kill started again, kept
+
+    summary = subprocess.run([sys.executable, str(ROOT / "tools" / "summarize.py"), str(out / "runs"), "--out",
+                              str(tmp_path / "summary"), "--no-plots"], capture_output=True, text=True, timeout=300)
+    assert summary.returncode == 0, summary.stderr
+    assert "4 runs (4 finished)" in summary.stdout and "| Pendulum-v1 | fpmd_m | 4 | 4 |" in (tmp_path / "summary" / "walltime.md").read_text()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ALGOS, ONE_THREAD, TINY_ARGS, algo_command, checkpoint_step, run_tool, short_run, wait_until
+from conftest import ONE_THREAD, TINY_ARGS, algo_command, checkpoint_step, run_tool, short_run, wait_until
 from test_resume import RESUMABLE_RUN
 
 EGL = {**ONE_THREAD, "MUJOCO_GL": "egl"}
@@ -32,7 +32,6 @@ def test_enjoy_rescores_a_saved_model(algo, tmp_path):
     assert returns_of(enjoy(str(model), "--episodes", "2", "--seed", "6", cwd=tmp_path)) != first
 
 
-@pytest.mark.skipif("fpmd_m" not in ALGOS, reason="fpmd_m.py is not in this checkout")
 def test_enjoy_rescores_a_checkpoint(tmp_path):
     flags = [*RESUMABLE_RUN, *TINY_ARGS["fpmd_m"], "--run-name", "stopped"]
     run_dir = tmp_path / "runs" / "stopped"
@@ -46,7 +45,6 @@ def test_enjoy_rescores_a_checkpoint(tmp_path):
     assert returns_of(enjoy(str(run_dir / "checkpoint.pt"), "--episodes", "2", cwd=tmp_path)) == returns_of(result)
 
 
-@pytest.mark.skipif("sac_baseline" not in ALGOS, reason="sac_baseline.py is not in this checkout")
 def test_enjoy_refuses_what_it_cannot_load_with_one_line(tmp_path):
     short_run("sac_baseline", tmp_path, "--env-id", "Pendulum-v1", "--run-name", "saved", "--save-model")
     model = torch.load(tmp_path / "runs" / "saved" / "sac_baseline.pt", weights_only=False)
@@ -82,7 +80,6 @@ def video_frames(path) -> tuple[tuple[int, ...], int]:
         clip.close()
 
 
-@pytest.mark.skipif("sac_baseline" not in ALGOS, reason="sac_baseline.py is not in this checkout")
 def test_videos_from_training_and_from_enjoy_are_real_mp4s(tmp_path):
     frame_shape = render_shape()
     short_run("sac_baseline", tmp_path, "--env-id", "Hopper-v4", "--run-name", "filmed", "--capture-video", "--save-model", env=EGL)

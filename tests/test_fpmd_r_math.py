@@ -5,9 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import ROOT, SmallFlowNetwork, load_algo
-
-pytestmark = pytest.mark.skipif(not (ROOT / "fpmd_r.py").exists(), reason="fpmd_r.py not present")
+from conftest import SmallFlowNetwork, load_algo
 
 
 def train_flow(fpmd_r, draw_actions, weights_of, steps=2000, batch_size=512, seed=0) -> SmallFlowNetwork:

@@ -1,4 +1,4 @@
-"""What FPMD-R and FPMD-M share with the authors' release (SPEC.md sections 3-4), checked in each file's own copy:
+"""What FPMD-R and FPMD-M share with the authors' release (docs/algorithms.md), checked in each file's own copy:
 the training sampler's prior, best-of-N selection and its unclipped noise (eq. 18), the actor-loss weights of
 eq. 8 / 16 in their three forms, two Adam steps per critic gradient, and Haiku's initialisation."""
 
@@ -7,11 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-from conftest import ALGOS, load_algo, read_evaluations, run_algo
+from conftest import load_algo, read_evaluations, run_algo
 
-FPMD = [name for name in ("fpmd_r", "fpmd_m") if name in ALGOS]
-pytestmark = pytest.mark.skipif(not FPMD, reason="no FPMD file present")
-
+FPMD = ["fpmd_r", "fpmd_m"]
 
 @pytest.fixture(params=FPMD)
 def fpmd(request):

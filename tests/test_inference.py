@@ -7,7 +7,7 @@ from functools import partial
 
 import pytest
 import torch
-from conftest import ALGOS, load_algo
+from conftest import load_algo
 
 OBS_DIM, ACTION_DIM = 11, 3
 
@@ -37,7 +37,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("steps", [1, 2, 3])
-@pytest.mark.parametrize("name", [name for name in CASES if name in ALGOS])
+@pytest.mark.parametrize("name", list(CASES))
 def test_prepared_inference_policy_acts_as_the_plain_sampler(name, steps):
     module = load_algo(name)
     make_args, reference = CASES[name]

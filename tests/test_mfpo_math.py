@@ -7,9 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-from conftest import ROOT, load_algo
-
-pytestmark = pytest.mark.skipif(not (ROOT / "mfpo.py").exists(), reason="mfpo.py not present")
+from conftest import load_algo
 
 
 def test_c51_projection_conserves_mass_and_shifts_the_mean_exactly():

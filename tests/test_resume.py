@@ -12,7 +12,7 @@ import pytest
 import torch
 import tyro
 from conftest import ONE_THREAD, TINY_ARGS, algo_command, checkpoint_step, load_algo, read_evaluations, run_algo, wait_until
-from evaluations import load_events
+from runs import load_events
 
 TOTAL = 700
 RESUMABLE_RUN = ["--env-id", "Pendulum-v1", "--total-timesteps", str(TOTAL), "--learning-starts", "250", "--eval-freq", "100",

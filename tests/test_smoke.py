@@ -1,7 +1,7 @@
 """Each file trains for a few hundred steps on a MuJoCo task: updates, evaluations and --save-model all happen."""
 
 import torch
-from conftest import load_algo, read_evaluations, short_run
+from conftest import TINY_ARGS, algorithm_files, load_algo, read_evaluations, short_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -33,3 +33,9 @@ def test_short_run_logs_evaluates_and_saves(algo, tmp_path):
     with torch.no_grad():
         actions = inference_policy(torch.zeros(2, 11))
     assert actions.shape == (2, 3) and actions.abs().max() <= 1.0 and nfe == rows[-1]["nfe"]
+
+
+def test_every_algorithm_file_is_one_the_suite_tests():
+    """The algorithm files on disk, found as benchmark.sh finds them, are exactly the ones the suite knows: a missing
+    or renamed file fails here instead of being skipped, and a new one must get its tiny flags in conftest.py."""
+    assert algorithm_files() == sorted(TINY_ARGS)

@@ -46,6 +46,10 @@ def make_vector_env(env_id, seed, num_envs):
     return gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * num_envs)
 
 
+def step_schedule(args):
+    return 0, args.total_timesteps
+
+
 def make_networks(obs_dim, action_dim, action_scale, args):
     return {}
 

@@ -1,8 +1,10 @@
 """The tools run on real files and say what they should: inference-time table, flow trajectories, learning check."""
 
 import subprocess
+import sys
 
 import pytest
+import torch
 from conftest import ALGOS, SHORT_RUN, TINY_ARGS, run_tool, short_run
 
 
@@ -24,7 +26,6 @@ def test_inference_time_table_has_every_file_with_nfe_and_ratio():
     assert all(float(rows[algo][4]) > 0 for algo in ALGOS)
 
 
-@pytest.mark.skipif("fpmd_r" not in ALGOS, reason="fpmd_r.py not present")
 def test_flow_trajectory_plot_from_a_saved_model(tmp_path):
     pytest.importorskip("matplotlib", reason="the plot needs the optional extra requirements-extras.txt")
     short_run("fpmd_r", tmp_path, "--env-id", "Hopper-v4", "--run-name", "traj", "--save-model")
@@ -49,3 +50,30 @@ def test_checkpoint_size_reports_a_size_that_grows_with_the_buffer():
     assert small and large and small[0][2].strip() == "3" and small[0][3].strip() == "1"
     # (2 x 3 + 1 + 2) float32 numbers per transition: 200000 transitions are 7.2 MB more than 1000 with the same networks
     assert float(large[0][5]) - float(small[0][5]) == pytest.approx(199_000 * 9 * 4 / 1e6, abs=1)
+
+
+def test_inference_time_refuses_what_it_would_not_time(tmp_path):
+    short_run("sac_baseline", tmp_path, "--env-id", "Pendulum-v1", "--run-name", "saved", "--save-model")
+    model = torch.load(tmp_path / "runs" / "saved" / "sac_baseline.pt", weights_only=False)
+    torch.save({"args": model["args"], "modules": {k: v for k, v in model.items() if k != "args"}}, tmp_path / "checkpoint.pt")
+    torch.save({**model, "args": {**model["args"], "exp_name": "my_sac"}}, tmp_path / "renamed.pt")
+    cases = {"checkpoint.pt": "is a training checkpoint", "renamed.pt": "--exp-name 'my_sac', which names no algorithm file"}
+    for name, expected in cases.items():
+        result = run_tool("inference_time.py", "--env-id", "Pendulum-v1", "--load", str(tmp_path / name), cwd=tmp_path)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and expected in result.stderr, result.stderr
+
+
+def test_summarize_without_matplotlib_says_so_in_one_line(tmp_path, monkeypatch):
+    import summarize
+
+    short_run("sac_baseline", tmp_path, "--env-id", "Pendulum-v1", "--run-name", "Pendulum-v1__sac_baseline__1")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # importlib.util.find_spec now finds no matplotlib
+    monkeypatch.setattr(sys, "argv", ["summarize.py", str(tmp_path / "runs"), "--out", str(tmp_path / "summary")])
+    with pytest.raises(SystemExit) as stop:
+        summarize.main()
+    assert str(stop.value.code) == ("summarize.py: error: the learning curves need matplotlib, which is not installed: "
+                                    "pip install matplotlib, or --no-plots")
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--no-plots"])
+    summarize.main()  # the tables, without curves
+    assert "| Pendulum-v1 | sac_baseline | 1 | 1 |" in (tmp_path / "summary" / "walltime.md").read_text()

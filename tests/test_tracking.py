@@ -1,37 +1,36 @@
-"""--track in each file's own copy of the skeleton: the W&B run it leaves, read back offline with wandb's own reader,
+"""--track in each file's own copy of the skeleton: the W&B run it leaves, read back offline with wandb's own CLI,
 and the same W&B run continued by --resume after a kill."""
 
 import json
 import signal
 import subprocess
+import sys
 
 import pytest
 from conftest import ONE_THREAD, TINY_ARGS, algo_command, checkpoint_step, read_evaluations, run_algo, short_run, wait_until
 from test_resume import RESUMABLE_RUN
 
 pytest.importorskip("wandb", reason="--track needs wandb, from the optional extra requirements-extras.txt")
-from wandb.proto import wandb_internal_pb2  # noqa: E402
-from wandb.sdk.internal import datastore  # noqa: E402  (wandb < 0.30: the reader of offline run files)
 
 OFFLINE = {**ONE_THREAD, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
 
 def read_wandb_runs(directory) -> list[dict]:
-    """Every offline W&B run under directory/wandb, oldest first: the id in its directory name, the id and config
-    of its run record, and for each logged key the global steps of its history rows."""
+    """Every offline W&B run under directory/wandb, oldest first, as wandb's own CLI reads it back (`wandb leet inspect
+    --json`, one JSON record per line): the id in its directory name, the id and config of its run record, and for
+    each logged key the global steps of its history rows."""
     runs = []
-    for path in sorted((directory / "wandb").glob("offline-run-*/run-*.wandb")):
-        store = datastore.DataStore()
-        store.open_for_scan(str(path))
-        run = {"dir_id": path.stem.removeprefix("run-"), "id": None, "config": {}, "steps": {}}
-        while (data := store.scan_data()) is not None:
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(data)
-            if record.WhichOneof("record_type") == "run":
-                run["id"] = record.run.run_id
-                run["config"] = {item.key: json.loads(item.value_json) for item in record.run.config.update}
-            elif record.WhichOneof("record_type") == "history":
-                row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+    for run_dir in sorted((directory / "wandb").glob("offline-run-*")):
+        inspect = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)],
+                                 capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        run = {"dir_id": run_dir.name.rsplit("-", 1)[1], "id": None, "config": {}, "steps": {}}
+        for line in inspect.stdout.splitlines():  # a run killed before wandb flushed may have no records
+            record = json.loads(line)
+            if record.get("type") == "run":
+                run["id"] = record["run"]["run_id"]
+                run["config"] = record["run"]["config"]["update"]
+            elif record.get("type") == "history":
+                row = record["history"]["item"]
                 for key in row:
                     run["steps"].setdefault(key, []).append(row.get("global_step"))
         runs.append(run)

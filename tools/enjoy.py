@@ -13,7 +13,6 @@ MUJOCO_GL=egl). Only load files you trust: a checkpoint holds pickled random sta
 """
 
 import argparse
-import dataclasses
 import importlib
 import importlib.util
 import sys
@@ -24,39 +23,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-ALGOS = ["sac_baseline", "td3_baseline", "fpmd_r", "fpmd_m", "mfpo"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runs import read_saved, writer_of  # noqa: E402
 
 
 def fail(message: str):
     sys.exit(f"enjoy.py: error: {message}")
-
-
-def read_saved(path: Path) -> tuple[dict, dict]:
-    """The saved arguments and the networks' state dicts of a model or a checkpoint."""
-    if not path.is_file():
-        fail(f"no file {path}")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # not a torch file at all
-        fail(f"{path} is not a model or checkpoint of these files ({type(err).__name__}: {err})")
-    if not isinstance(saved, dict) or not isinstance(saved.get("args"), dict):
-        fail(f"{path} is not a model or checkpoint of these files: it holds no saved arguments")
-    return saved["args"], saved.get("modules", saved)  # a checkpoint keeps its state dicts under "modules"
-
-
-def writer_of(saved_args: dict, path: Path):
-    """The algorithm file that wrote these arguments: the one their exp_name names, else the one whose arguments
-    they are; it must still accept every one of them."""
-    sys.path.insert(0, str(ROOT))
-    fields = {name: {f.name for f in dataclasses.fields(importlib.import_module(name).Args)} for name in ALGOS}
-    name = saved_args.get("exp_name") if saved_args.get("exp_name") in fields else None
-    name = name or max(fields, key=lambda algo: len(fields[algo] & saved_args.keys()))
-    unknown = sorted(saved_args.keys() - fields[name])
-    if unknown:
-        flags = ", ".join(f"--{flag.replace('_', '-')}" for flag in unknown)
-        fail(f"{path} was written with arguments that {name}.py no longer accepts: {flags}")
-    return importlib.import_module(name)
 
 
 def main() -> None:
@@ -71,8 +43,11 @@ def main() -> None:
         fail(f"--episodes must be positive, got {cli.episodes}")
     if cli.capture_video and importlib.util.find_spec("moviepy") is None:
         fail("--capture-video needs moviepy, which is not installed: pip install moviepy")
-    saved_args, states = read_saved(cli.path)
-    module = writer_of(saved_args, cli.path)
+    try:
+        saved_args, states, _ = read_saved(cli.path)
+        module = writer_of(saved_args, cli.path)
+    except ValueError as err:
+        fail(str(err))
     args = module.Args(**saved_args)
     warnings.filterwarnings("ignore", ".*is out of date", DeprecationWarning)  # the -v4 tasks are the papers' choice
 

@@ -1,7 +1,7 @@
 """The papers' inference-time table for this project's files: per-action latency of each file's inference policy.
 
   python tools/inference_time.py --env-id Ant-v4 --device cpu cuda
-  python tools/inference_time.py --load runs/Ant-v4__fpmd_r__1/fpmd_r.pt --load runs/Ant-v4__sac_baseline__1/sac_baseline.pt
+  python tools/inference_time.py --load runs/Ant-v4__fpmd_r__1/fpmd_r.pt runs/Ant-v4__sac_baseline__1/sac_baseline.pt
 
 One call is what evaluation does per env step: the observations to a tensor on the device, the inference policy
 (FPMD-R / FPMD-M: one flow step; MFPO: 2 steps x 10 candidates scored by the target critics; SAC: tanh(mean); TD3:
@@ -10,7 +10,8 @@ mu(s)), the actions back to the host; at batch 1 (one env, the papers' tables) a
 work it prepares is not timed. The median over --calls calls after --warmup calls, all files timed in this one
 process in --rounds interleaved rounds (each round times every file in turn), so that a slow spell of a shared
 machine falls on all of them and the ratios to SAC stay comparable. Networks have the papers' sizes (each file's
-defaults) with random weights, or the weights of a --load checkpoint.
+defaults) with random weights, or the weights of the --load models (written by --save-model; a run's checkpoint.pt, or
+a model whose --exp-name names no algorithm file, is refused).
 
 Every file acts through its networks' modules, as its training does.
 """
@@ -27,7 +28,27 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-ALGOS = ["sac_baseline", "td3_baseline", "fpmd_r", "fpmd_m", "mfpo"]
+sys.path[:0] = [str(ROOT), str(ROOT / "tools")]  # the algorithm files and the tools' shared module
+from runs import algorithm_files, read_saved, writer_of  # noqa: E402
+
+
+def fail(message: str):
+    sys.exit(f"inference_time.py: error: {message}")
+
+
+def trained_model(path: Path, env_id: str) -> tuple[str, dict]:
+    """(the file that wrote it, its saved model) of a --load path: a model written by --save-model on --env-id, whose
+    exp_name names an algorithm file; anything else is refused in one line."""
+    try:
+        saved_args, _, is_checkpoint = read_saved(path)
+        module = writer_of(saved_args, path, require_exp_name=True)
+    except ValueError as err:
+        fail(str(err))
+    if is_checkpoint:
+        fail(f"{path} is a training checkpoint; --load takes the model that --save-model writes (runs/RUN/{module.__name__}.pt)")
+    if saved_args.get("env_id") != env_id:
+        fail(f"{path} was trained on {saved_args.get('env_id')}: time it with --env-id {saved_args.get('env_id')}")
+    return module.__name__, torch.load(path, map_location="cpu", weights_only=True)
 
 
 def build_policy(algo: str, obs_dim: int, action_dim: int, action_scale: torch.Tensor, device: torch.device, checkpoint: dict | None):
@@ -59,20 +80,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-id", default="Ant-v4", help="sets the network sizes (FPMD's Table 2 used Ant-v4)")
     parser.add_argument("--device", nargs="+", default=["cpu"], choices=["cpu", "cuda"])
-    parser.add_argument("--algos", nargs="+", default=[a for a in ALGOS if (ROOT / f"{a}.py").exists()])
-    parser.add_argument("--load", nargs="*", type=Path, default=[], help="checkpoints {exp_name}.pt of trained runs")
+    parser.add_argument("--algos", nargs="+", default=algorithm_files())
+    parser.add_argument("--load", nargs="*", type=Path, default=[], help="models {exp_name}.pt of trained runs (--save-model)")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds, each of calls / rounds calls per file")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is the fair batch-1 setting)")
     args = parser.parse_args()
     if args.calls < 1000:
-        sys.exit("inference_time.py: error: --calls must be at least 1000 for a stable median")
+        fail("--calls must be at least 1000 for a stable median")
     if not 1 <= args.rounds <= args.calls:
-        sys.exit("inference_time.py: error: --rounds must lie in [1, --calls]")
-    sys.path.insert(0, str(ROOT))
+        fail("--rounds must lie in [1, --calls]")
+    unknown = sorted(set(args.algos) - set(algorithm_files()))
+    if unknown:
+        fail(f"--algos: no algorithm file {unknown[0]}.py (there are {', '.join(algorithm_files())})")
     torch.set_num_threads(args.threads)
-    checkpoints = {path.stem: torch.load(path, map_location="cpu", weights_only=True) for path in args.load}
+    checkpoints = dict(trained_model(path, args.env_id) for path in args.load)
 
     env = gym.make(args.env_id)
     obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluations import last_scalar, read_evaluations  # noqa: E402
+from runs import last_scalar, read_evaluations  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

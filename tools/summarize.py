@@ -5,17 +5,19 @@
 Reads every {env}__{algo}__{seed}/evaluations.csv under RUNS_DIR (partial runs included) and writes to --out:
   table.md / table.csv        the FPMD paper's Table 1 form: best return (the max over evaluations of the
                               across-episode mean, per seed), mean +- std over seeds, the paper's number beside it,
-                              the final-return mean +- std, the number of seeds found, and the evaluation protocol
+                              the final-return mean +- std, the seeds found and how many of them have finished
+                              (tools/runs.py's definition: the others are running or stopped), the evaluation protocol
                               the runs used (evaluations per run, their spacing, episodes each): the best of many
                               noisy evaluations is higher than the best of few, so a table is only comparable with
                               one of the same protocol (the FPMD paper: 40 evaluations of 20 episodes per 1M steps);
-  walltime.md                 wall time, env steps reached and env steps/s of the runs;
+  walltime.md                 seeds, finished seeds, wall time, env steps reached and env steps/s of the runs;
   curves/{env}.png            eval return against env steps, mean +- std band over seeds per algorithm.
 Std is over seeds with ddof = 0. Pusher-v5 rows are compared with the paper's Pusher-v4 numbers.
 """
 
 import argparse
 import csv
+import importlib.util
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -23,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluations import read_evaluations, run_arguments  # noqa: E402
+from runs import algorithm_files, is_finished, read_evaluations, run_arguments  # noqa: E402
 
-# FPMD paper (arXiv 2507.23675), Table 1: best mean return +- std over 5 seeds, as SPEC.md section 6 lists it.
+# FPMD paper (arXiv 2507.23675), Table 1: best mean return +- std over 5 seeds.
 PAPER_TABLE_1 = {
     "HalfCheetah": {"sac_baseline": (8981, 370), "td3_baseline": (8149, 688), "fpmd_r": (9345, 642), "fpmd_m": (8549, 791)},
     "Reacher": {"sac_baseline": (-65.35, 56.42), "td3_baseline": (-3.10, 0.07), "fpmd_r": (-3.30, 0.14), "fpmd_m": (-3.48, 0.06)},
@@ -38,7 +40,6 @@ PAPER_TABLE_1 = {
     "Walker2d": {"sac_baseline": (3233, 871), "td3_baseline": (2476, 1357), "fpmd_r": (4760, 175), "fpmd_m": (3253, 1475)},
     "InvertedDoublePendulum": {"sac_baseline": (9359, 1), "td3_baseline": (9360, 0), "fpmd_r": (9359, 1), "fpmd_m": (9357, 1)},
 }
-ALGO_ORDER = ["sac_baseline", "td3_baseline", "fpmd_r", "fpmd_m", "mfpo"]
 
 
 def load_runs(runs_dir: Path) -> dict[tuple[str, str], dict[int, list[dict[str, float]]]]:
@@ -52,6 +53,11 @@ def load_runs(runs_dir: Path) -> dict[tuple[str, str], dict[int, list[dict[str, 
         if rows:
             runs[(parts[0], parts[1])][int(parts[2])] = rows
     return runs
+
+
+def num_finished(runs_dir: Path, env: str, algo: str, seeds) -> int:
+    """How many of a group's runs are finished (tools/runs.py's definition); the others are running or were stopped."""
+    return sum(is_finished(runs_dir / f"{env}__{algo}__{seed}") for seed in seeds)
 
 
 def evaluation_protocol(runs_dir: Path, env: str, algo: str, seeds: dict[int, list]) -> dict[str, str]:
@@ -71,10 +77,11 @@ def env_base(env_id: str) -> str:
 
 
 def ordered(runs) -> tuple[list[str], list[str]]:
-    """Envs in the paper's table order, algorithms in the project's order; others after them, sorted."""
+    """Envs in the paper's table order, algorithms in the order benchmark.sh lists the files; others after them."""
     paper_order = list(PAPER_TABLE_1)
     envs = sorted({env for env, _ in runs}, key=lambda e: (paper_order.index(env_base(e)) if env_base(e) in paper_order else 99, e))
-    algos = sorted({algo for _, algo in runs}, key=lambda a: (ALGO_ORDER.index(a) if a in ALGO_ORDER else 99, a))
+    files = algorithm_files()
+    algos = sorted({algo for _, algo in runs}, key=lambda a: (files.index(a) if a in files else len(files), a))
     return envs, algos
 
 
@@ -99,7 +106,8 @@ def write_tables(runs, runs_dir: Path, out: Path) -> None:
             final = mean_std([rows[-1]["mean_return"] for rows in seeds.values()])
             steps = [rows[-1]["global_step"] for rows in seeds.values()]
             paper = PAPER_TABLE_1.get(env_base(env), {}).get(algo)
-            records.append({"env": env, "algo": algo, "num_seeds": len(seeds), "best_mean": best[0], "best_std": best[1],
+            records.append({"env": env, "algo": algo, "num_seeds": len(seeds), "num_finished": num_finished(runs_dir, env, algo, seeds),
+                            "best_mean": best[0], "best_std": best[1],
                             "final_mean": final[0], "final_std": final[1], "min_steps": min(steps), "max_steps": max(steps),
                             "paper_best_mean": paper[0] if paper else "", "paper_best_std": paper[1] if paper else "",
                             **evaluation_protocol(runs_dir, env, algo, seeds)})
@@ -110,8 +118,8 @@ def write_tables(runs, runs_dir: Path, out: Path) -> None:
 
     by_key = {(r["env"], r["algo"]): r for r in records}
     lines = ["# Results", "", "Best return: max over evaluations of the mean over episodes, per seed; mean ± std over "
-             "seeds (ddof 0). *paper*: FPMD paper Table 1 (5 seeds; Pusher-v4 there). [n]: seeds found; steps: "
-             "env steps reached (fewest over seeds).", ""]
+             "seeds (ddof 0). *paper*: FPMD paper Table 1 (5 seeds; Pusher-v4 there). [n]: seeds found, all "
+             "finished ([n, f finished]: f of them); steps: env steps reached (fewest over seeds).", ""]
     lines += ["| env | " + " | ".join(algos) + " |", "|---" * (len(algos) + 1) + "|"]
     for env in envs:
         cells = []
@@ -121,7 +129,8 @@ def write_tables(runs, runs_dir: Path, out: Path) -> None:
                 cells.append("")
                 continue
             paper = f"<br>*paper {fmt(r['paper_best_mean'], r['paper_best_std'])}*" if r["paper_best_mean"] != "" else ""
-            cells.append(f"{fmt(r['best_mean'], r['best_std'])} [{r['num_seeds']}]{paper}<br>steps {r['min_steps']:.0f}")
+            seeds = f"[{r['num_seeds']}]" if r["num_finished"] == r["num_seeds"] else f"[{r['num_seeds']}, {r['num_finished']} finished]"
+            cells.append(f"{fmt(r['best_mean'], r['best_std'])} {seeds}{paper}<br>steps {r['min_steps']:.0f}")
         lines.append(f"| {env} | " + " | ".join(cells) + " |")
     lines += ["", "Final return (the last evaluation of each seed), mean ± std over seeds:", ""]
     lines += ["| env | " + " | ".join(algos) + " |", "|---" * (len(algos) + 1) + "|"]
@@ -136,9 +145,9 @@ def write_tables(runs, runs_dir: Path, out: Path) -> None:
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 
-def write_walltime(runs, out: Path) -> None:
+def write_walltime(runs, runs_dir: Path, out: Path) -> None:
     envs, algos = ordered(runs)
-    lines = ["| env | algo | seeds | env steps reached | wall time (h), mean ± std | env steps/s |", "|---|---|---|---|---|---|"]
+    lines = ["| env | algo | seeds | finished | env steps reached | wall time (h), mean ± std | env steps/s |", "|---|---|---|---|---|---|---|"]
     for env in envs:
         for algo in algos:
             seeds = runs.get((env, algo))
@@ -147,7 +156,7 @@ def write_walltime(runs, out: Path) -> None:
             hours = [rows[-1]["wall_time_s"] / 3600 for rows in seeds.values()]
             rates = [rows[-1]["global_step"] / max(rows[-1]["wall_time_s"], 1e-9) for rows in seeds.values()]
             steps = [rows[-1]["global_step"] for rows in seeds.values()]
-            lines.append(f"| {env} | {algo} | {len(seeds)} | {min(steps):.0f}-{max(steps):.0f} | "
+            lines.append(f"| {env} | {algo} | {len(seeds)} | {num_finished(runs_dir, env, algo, seeds)} | {min(steps):.0f}-{max(steps):.0f} | "
                          f"{np.mean(hours):.2f} ± {np.std(hours):.2f} | {np.mean(rates):.0f} |")
     (out / "walltime.md").write_text("\n".join(lines) + "\n")
 
@@ -194,14 +203,17 @@ def main() -> None:
     args = parser.parse_args()
     if not args.runs_dir.is_dir():
         sys.exit(f"summarize.py: error: {args.runs_dir} is not a directory")
+    if not args.no_plots and importlib.util.find_spec("matplotlib") is None:
+        sys.exit("summarize.py: error: the learning curves need matplotlib, which is not installed: pip install matplotlib, or --no-plots")
     runs = load_runs(args.runs_dir)
     if not runs:
         sys.exit(f"summarize.py: error: no {{env}}__{{algo}}__{{seed}} runs with evaluations under {args.runs_dir}")
     args.out.mkdir(parents=True, exist_ok=True)
     write_tables(runs, args.runs_dir, args.out)
-    write_walltime(runs, args.out)
+    write_walltime(runs, args.runs_dir, args.out)
     plots = [] if args.no_plots else plot_curves(runs, args.out)
-    print(f"{len(runs)} (env, algo) pairs from {sum(len(s) for s in runs.values())} runs -> "
+    finished = sum(num_finished(args.runs_dir, env, algo, seeds) for (env, algo), seeds in runs.items())
+    print(f"{sum(len(s) for s in runs.values())} runs ({finished} finished) in {len(runs)} (env, algo) pairs -> "
           f"{args.out}/table.md, table.csv, walltime.md, {len(plots)} curves")
     print((args.out / "table.md").read_text())
 

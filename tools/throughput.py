@@ -86,12 +86,6 @@ def parsed_args(command: list[str]):
     return tyro.cli(load_file(command[1]).Args, args=command[2:])
 
 
-def step_schedule(args) -> tuple[int, int]:
-    """(first counted step, final step) as the file counts them: the FPMD files count their budget after the warm-up."""
-    budget_start = 0 if getattr(args, "budget_includes_warmup", True) else args.learning_starts
-    return budget_start, budget_start + args.total_timesteps
-
-
 def cpu_name() -> str:
     """The CPU's model, its cores and its widest vector instructions: machines that differ only there run the same
     update several times apart."""
@@ -114,7 +108,7 @@ def measure(command: list[str], seconds: float, device: str, time_evaluation: bo
     told not to) one evaluation."""
     module = load_file(command[1])
     args = dataclasses.replace(parsed_args(command), cuda=device == "cuda")
-    _, final_step = step_schedule(args)
+    _, final_step = module.step_schedule(args)
     warmup = COMPILE_WARMUP_UPDATES if getattr(args, "compile", False) else WARMUP_UPDATES
 
     # training: every add() is one vector step, stamped in constant time; SIGTERM once the window is over
@@ -187,7 +181,7 @@ def run_cost(command: list[str], m: dict) -> float:
     """Seconds of one run of `command` at the measured rates: the random warm-up, the updates, the evaluations. The
     step schedule is read from the command's own flags with the file's defaults, as the file counts it."""
     args = parsed_args(command)
-    budget_start, final_step = step_schedule(args)
+    budget_start, final_step = load_file(command[1]).step_schedule(args)  # the file's own count of its budget
     random_steps = min(args.learning_starts, final_step)
     evaluations = math.ceil((final_step - budget_start) / args.eval_freq)  # every eval_freq, and one at the end
     random_seconds = random_steps / m["random_env_steps_per_s"] if m["random_env_steps_per_s"] else 0.0
