@@ -115,11 +115,10 @@ class Args:
     resume: bool = False
     """continue runs/{run_name} from its checkpoint.pt; pass the run's other flags unchanged"""
     compile: bool = False
-    """if toggled, torch.compile the update steps and the acting policy (with CUDA graphs on a GPU); the first updates
-    compile, a minute or more"""
+    """if toggled, torch.compile the update steps and the acting policy (CUDA graphs on a GPU); compiling takes minutes"""
     matmul_precision: Literal["highest", "high"] = "high"
-    """float32 matmuls on CUDA: high (TF32 where the GPU has it: JAX's default, with which the release trained) or
-    highest (full float32, PyTorch's default); no effect on a CPU"""
+    """float32 matmuls on CUDA: high = TF32 where the GPU has it (JAX's default, with which the release trained),
+    highest = full float32 (PyTorch's default); no effect on a CPU"""
     budget_includes_warmup: bool = False
     """if toggled, --total-timesteps and the evaluation schedule count the --learning-starts warm-up steps too;
     by default they count from the end of the warm-up, as the release does"""
@@ -162,8 +161,7 @@ class Args:
     eval_flow_steps: int = 1
     """mean-velocity steps of the inference policy (NFE); 1 is the paper's one-step inference"""
     flow_ratio: float = 0.0
-    """share of the actor loss's (t, r) pairs with r = t, plain flow matching; 0 (every pair r != t) is the paper's
-    and the release's"""
+    """share of the actor loss's (t, r) pairs with r = t (plain flow matching); the paper's and the release's: 0"""
 
 
 def find_arg_problem(args: Args) -> str | None:

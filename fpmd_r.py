@@ -112,11 +112,10 @@ class Args:
     resume: bool = False
     """continue runs/{run_name} from its checkpoint.pt; pass the run's other flags unchanged"""
     compile: bool = False
-    """if toggled, torch.compile the update steps and the acting policy (with CUDA graphs on a GPU); the first updates
-    compile, a minute or more"""
+    """if toggled, torch.compile the update steps and the acting policy (CUDA graphs on a GPU); compiling takes minutes"""
     matmul_precision: Literal["highest", "high"] = "high"
-    """float32 matmuls on CUDA: high (TF32 where the GPU has it: JAX's default, with which the release trained) or
-    highest (full float32, PyTorch's default); no effect on a CPU"""
+    """float32 matmuls on CUDA: high = TF32 where the GPU has it (JAX's default, with which the release trained),
+    highest = full float32 (PyTorch's default); no effect on a CPU"""
     budget_includes_warmup: bool = False
     """if toggled, --total-timesteps and the evaluation schedule count the --learning-starts warm-up steps too;
     by default they count from the end of the warm-up, as the release does"""

@@ -114,11 +114,10 @@ class Args:
     resume: bool = False
     """continue runs/{run_name} from its checkpoint.pt; pass the run's other flags unchanged"""
     compile: bool = False
-    """if toggled, torch.compile the update steps and the acting policy (with CUDA graphs on a GPU); the first updates
-    compile, a minute or more"""
+    """if toggled, torch.compile the update steps and the acting policy (CUDA graphs on a GPU); compiling takes minutes"""
     matmul_precision: Literal["highest", "high"] = "high"
-    """float32 matmuls on CUDA: high (TF32 where the GPU has it: JAX's default, with which the release trained) or
-    highest (full float32, PyTorch's default); no effect on a CPU"""
+    """float32 matmuls on CUDA: high = TF32 where the GPU has it (JAX's default, with which the release trained),
+    highest = full float32 (PyTorch's default); no effect on a CPU"""
 
     # Algorithm specific arguments
     policy_lr: float = 3e-4
@@ -508,11 +507,12 @@ def time_derivative(fn, x: torch.Tensor, t: torch.Tensor, r: torch.Tensor, veloc
 
 
 def hutchinson_divergence(fn, x: torch.Tensor, num_probes: int) -> torch.Tensor:
-    """eq. 16: div f(x) ~ mean_n e_n^T (df/dx) e_n with e_n ~ N(0, I). The num_probes products J e_n are one jvp of fn
-    on num_probes stacked copies of the batch x (B, d): fn takes (num_probes B, d)."""
-    x_rep = x.repeat(num_probes, 1)
-    probes = torch.randn_like(x_rep)
-    return (probes * jvp(fn, (x_rep,), (probes,))).sum(-1).view(num_probes, -1).mean(0)
+    """eq. 16: div f(x) ~ mean_n e_n^T (df/dx) e_n with e_n ~ N(0, I), each J e_n a jvp."""
+    estimates = []
+    for _ in range(num_probes):
+        probe = torch.randn_like(x)
+        estimates.append((probe * jvp(fn, (x,), (probe,))).sum(-1))
+    return torch.stack(estimates).mean(0)
 
 
 def actor_loss_fn(policy, obs: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, r: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
@@ -530,8 +530,7 @@ def adn_loss_fn(adn, policy, obs: torch.Tensor, actions: torch.Tensor, t: torch.
     with torch.no_grad():
         velocity = policy(obs, x_t, t, torch.zeros_like(t))  # h = 0: the instantaneous velocity
         d_delta_dt = time_derivative(lambda x, t, r: adn(obs, x, t, t - r).squeeze(-1), x_t, t, r, velocity)
-        obs_rep, t_rep = obs.repeat(num_probes, 1), t.repeat(num_probes)  # for the probes' stacked copies of x_t
-        divergence = hutchinson_divergence(lambda x: policy(obs_rep, x, t_rep, torch.zeros_like(t_rep)), x_t, num_probes)
+        divergence = hutchinson_divergence(lambda x: policy(obs, x, t, torch.zeros_like(t)), x_t, num_probes)
         target = divergence - (t - r).clamp(0.0, 1.0) * d_delta_dt
     return F.mse_loss(adn(obs, x_t, t, t - r).squeeze(-1), target)
 

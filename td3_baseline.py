@@ -91,11 +91,10 @@ class Args:
     resume: bool = False
     """continue runs/{run_name} from its checkpoint.pt; pass the run's other flags unchanged"""
     compile: bool = False
-    """if toggled, torch.compile the update steps and the acting policy (with CUDA graphs on a GPU); the first updates
-    compile, a minute or more"""
+    """if toggled, torch.compile the update steps and the acting policy (CUDA graphs on a GPU); compiling takes minutes"""
     matmul_precision: Literal["highest", "high"] = "highest"
-    """float32 matmuls on CUDA: highest (full float32: PyTorch's default, CleanRL's) or high (TF32 where the GPU has
-    it); no effect on a CPU"""
+    """float32 matmuls on CUDA: highest = full float32 (PyTorch's default, CleanRL's),
+    high = TF32 where the GPU has it; no effect on a CPU"""
 
     # Algorithm specific arguments
     learning_rate: float = 3e-4
