@@ -44,6 +44,9 @@ def test_dry_run_lists_every_algo_env_seed_command(tmp_path):
                          "--seeds", "1 2 3", "--total-timesteps", "5000", "--", "--eval-episodes", "3")
     lines = selected.stdout.strip().splitlines()
     assert len(lines) == 2 * 2 * 3 and all("--total-timesteps 5000" in l and l.endswith("--eval-episodes 3") for l in lines)
+    unquoted = benchmark("--dry-run", "--algos", "sac_baseline", "td3_baseline", "--envs", "Hopper-v4", "Ant-v4",
+                         "--seeds", "1", "2", "3", "--total-timesteps", "5000", "--", "--eval-episodes", "3")
+    assert unquoted.stdout == selected.stdout  # lists as CleanRL's benchmark utility takes them: the same commands
 
 
 def test_tiny_benchmark_summary_and_rerun_skips(tmp_path):

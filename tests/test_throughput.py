@@ -150,3 +150,17 @@ def test_a_bad_selection_gets_one_line(command, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert re.search(r"no_such_algo|NoSuchEnv|seconds", result.stderr)
     assert not list(tmp_path.iterdir())  # nothing measured, nothing written
+
+
+def test_floor_times_a_file_eager_and_compiled_and_names_the_cpu(tmp_path):
+    result = run([sys.executable, str(ROOT / "tools" / "throughput.py"), "--floor", "--algos", "td3_baseline", "--envs",
+                  "Pendulum-v1", "--device", "cpu", "--seconds", "1", "--", "--learning-starts", "300", "--buffer-size", "10000"],
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"\((\d+) cores, (AVX-512|AVX2|no AVX2|instruction set unknown)\)", result.stdout)  # the CPU and its vectors
+    assert "--batch-size 2" in result.stdout  # the header names the shrunk flags
+    row = next(line.split("|") for line in result.stdout.splitlines() if line.startswith("| td3_baseline | Pendulum-v1 |"))
+    eager, compiled, ratio = float(row[3]), float(row[5]), float(row[7])
+    assert eager > 0 and compiled > 0 and ratio == pytest.approx(compiled / eager, abs=0.01)
+    assert not (tmp_path / "t.json").exists() and not (tmp_path / "runs").exists()  # nothing written
+
