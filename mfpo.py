@@ -507,12 +507,10 @@ def time_derivative(fn, x: torch.Tensor, t: torch.Tensor, r: torch.Tensor, veloc
 
 
 def hutchinson_divergence(fn, x: torch.Tensor, num_probes: int) -> torch.Tensor:
-    """eq. 16: div f(x) ~ mean_n e_n^T (df/dx) e_n with e_n ~ N(0, I), each J e_n a jvp."""
-    estimates = []
-    for _ in range(num_probes):
-        probe = torch.randn_like(x)
-        estimates.append((probe * jvp(fn, (x,), (probe,))).sum(-1))
-    return torch.stack(estimates).mean(0)
+    """eq. 16: div f(x) ~ mean_n e_n^T (df/dx) e_n with e_n ~ N(0, I), each J e_n a jvp. The probes are drawn in one
+    call: compiled code may reorder independent random draws, and one draw keeps its numbers those of eager code."""
+    probes = torch.randn(num_probes, *x.shape, device=x.device)
+    return torch.stack([(probe * jvp(fn, (x,), (probe,))).sum(-1) for probe in probes]).mean(0)
 
 
 def actor_loss_fn(policy, obs: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, r: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
