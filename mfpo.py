@@ -31,10 +31,10 @@ target critics (NFE = 2 x 10). Update order: critic, actor, ADN, temperature.
 
 Release vs paper: no place is known where the paper's text and the release differ in what this file implements, but
 one the paper does not state: float32 matmuls on a GPU run as TF32, JAX's default, with which the release trained
-(full float32: --matmul-precision highest). Release details the paper leaves out, followed here: Xavier-uniform weights and zero biases,
-LayerNorm (eps 1e-6) and tanh-approximate GELU (Flax's default) in every hidden layer, learnable Fourier time
-features, and a sampler log-likelihood that is not corrected for the final clip to [-1, 1]. Where this file departs
-from the release:
+(full float32: --matmul-precision highest). Release details the paper leaves out, followed here: Xavier-uniform
+weights and zero biases, LayerNorm (eps 1e-6) and tanh-approximate GELU (Flax's default) in every hidden layer,
+learnable Fourier time features, and a sampler log-likelihood that is not corrected for the final clip to [-1, 1].
+Where this file departs from the release:
   * the ADN's Hutchinson probes and its time / noise draws use independent random numbers (the release reuses one
     key for both: a bug, not copied);
   * du/dt and d delta/dt are Jacobian-vector products taken under no_grad by two reverse-mode passes (see jvp), and
