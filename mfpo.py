@@ -37,8 +37,9 @@ learnable Fourier time features, and a sampler log-likelihood that is not correc
 Where this file departs from the release:
   * the ADN's Hutchinson probes and its time / noise draws use independent random numbers (the release reuses one
     key for both: a bug, not copied);
-  * du/dt and d delta/dt are Jacobian-vector products taken under no_grad by two reverse-mode passes (see jvp), and
-    the prediction a plain forward pass (the same gradient as differentiating through the jvp, with less memory);
+  * du/dt is a Jacobian-vector product taken under no_grad by two reverse-mode passes (see jvp), d delta/dt and the
+    Hutchinson terms e^T J e one reverse pass each (the same numbers), and the predictions plain forward passes (the
+    same gradient as differentiating through the jvp, with less memory);
   * the policy and the Gaussian proposals are scored in two calls per critic, where the release makes one (the same
     Q; one call measured ~10 % slower on a CPU);
   * PyTorch instead of JAX (fused Adam; --compile does what jit does there), Gymnasium 1.x MuJoCo v4 envs.
@@ -506,11 +507,22 @@ def time_derivative(fn, x: torch.Tensor, t: torch.Tensor, r: torch.Tensor, veloc
     return jvp(fn, (x, t, r), (velocity, torch.ones_like(t), torch.zeros_like(r)))
 
 
+def scalar_time_derivative(fn, x: torch.Tensor, t: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
+    """time_derivative for an fn(x, t) of one value per row (the ADN's delta): the chain rule
+    df/dt = velocity . grad_x f + d_t f, both gradients from one reverse pass of sum f (the rows are independent: each
+    row's gradient is its own). The same numbers as the jvp's two passes, at about half the cost at small batches."""
+    _, vjp_fn = torch.func.vjp(fn, x, t)
+    grad_x, grad_t = vjp_fn(torch.ones_like(t))
+    return (velocity * grad_x).sum(-1) + grad_t
+
+
 def hutchinson_divergence(fn, x: torch.Tensor, num_probes: int) -> torch.Tensor:
-    """eq. 16: div f(x) ~ mean_n e_n^T (df/dx) e_n with e_n ~ N(0, I), each J e_n a jvp. The probes are drawn in one
-    call: compiled code may reorder independent random draws, and one draw keeps its numbers those of eager code."""
+    """eq. 16: div f(x) ~ mean_n e_n^T (df/dx) e_n with e_n ~ N(0, I). e_n^T (df/dx) is a vjp, one reverse pass through
+    the forward pass that all probes share: no jvp is needed, (e^T J) e = e^T (J e). The probes are drawn in one call:
+    compiled code may reorder independent random draws, and one draw keeps its numbers those of eager code."""
     probes = torch.randn(num_probes, *x.shape, device=x.device)
-    return torch.stack([(probe * jvp(fn, (x,), (probe,))).sum(-1) for probe in probes]).mean(0)
+    _, vjp_fn = torch.func.vjp(fn, x)
+    return torch.stack([(probe * vjp_fn(probe)[0]).sum(-1) for probe in probes]).mean(0)
 
 
 def actor_loss_fn(policy, obs: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, r: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
@@ -527,7 +539,7 @@ def adn_loss_fn(adn, policy, obs: torch.Tensor, actions: torch.Tensor, t: torch.
     x_t = (1 - t[:, None]) * actions + t[:, None] * torch.randn_like(actions)
     with torch.no_grad():
         velocity = policy(obs, x_t, t, torch.zeros_like(t))  # h = 0: the instantaneous velocity
-        d_delta_dt = time_derivative(lambda x, t, r: adn(obs, x, t, t - r).squeeze(-1), x_t, t, r, velocity)
+        d_delta_dt = scalar_time_derivative(lambda x, t: adn(obs, x, t, t - r).squeeze(-1), x_t, t, velocity)
         divergence = hutchinson_divergence(lambda x: policy(obs, x, t, torch.zeros_like(t)), x_t, num_probes)
         target = divergence - (t - r).clamp(0.0, 1.0) * d_delta_dt
     return F.mse_loss(adn(obs, x_t, t, t - r).squeeze(-1), target)

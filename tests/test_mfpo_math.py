@@ -100,6 +100,27 @@ def test_actor_target_of_eq_28_has_the_exact_mean_velocity_as_its_fixed_point():
     assert ((t - r)[:, None] * dudt).pow(2).mean().item() > 1e-3  # the (t - r) du/dt term matters here
 
 
+def test_time_derivatives_of_the_networks_match_central_differences_along_the_flow():
+    mfpo = load_algo("mfpo")
+    torch.manual_seed(9)
+    obs_dim, action_dim, batch = 5, 3, 6
+    policy = mfpo.MeanFlowNetwork(obs_dim, action_dim, out_dim=action_dim).double()
+    adn = mfpo.MeanFlowNetwork(obs_dim, action_dim, out_dim=1).double()
+    obs, x, velocity = (torch.randn(batch, dim, dtype=torch.float64) for dim in (obs_dim, action_dim, action_dim))
+    t, r = (times.double() for times in mfpo.sample_time_pairs(batch, 0.5, torch.device("cpu")))
+    u = lambda x, t, r: policy(obs, x, t, t - r)
+    delta = lambda x, t: adn(obs, x, t, t - r).squeeze(-1)
+    eps = 1e-6  # d/ds f(x + s velocity, t + s, r) at s = 0, r held fixed
+    with torch.no_grad():
+        expected_dudt = (u(x + eps * velocity, t + eps, r) - u(x - eps * velocity, t - eps, r)) / (2 * eps)
+        expected_ddelta = (delta(x + eps * velocity, t + eps) - delta(x - eps * velocity, t - eps)) / (2 * eps)
+        dudt = mfpo.time_derivative(u, x, t, r, velocity)
+        ddelta = mfpo.scalar_time_derivative(delta, x, t, velocity)  # one reverse pass over the batch's rows
+    assert torch.allclose(dudt, expected_dudt, rtol=1e-6, atol=1e-8)
+    assert torch.allclose(ddelta, expected_ddelta, rtol=1e-6, atol=1e-8)
+    assert ddelta.abs().min() > 1e-3  # not trivially zero
+
+
 class SinhFlow(nn.Module):
     """An exact flow that is not affine in x: from x_1 = noise, x_t = sinh(k(t) asinh(c x_1)) / c per dimension,
     k(t) = 0.3 + 0.7 t, so x_r = sinh(k(r) / k(t) asinh(c x_t)) / c. forward: its mean velocity u = (x_t - x_r) / h,
