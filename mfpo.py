@@ -37,9 +37,10 @@ learnable Fourier time features, and a sampler log-likelihood that is not correc
 Where this file departs from the release:
   * the ADN's Hutchinson probes and its time / noise draws use independent random numbers (the release reuses one
     key for both: a bug, not copied);
-  * du/dt is a Jacobian-vector product taken under no_grad by two reverse-mode passes (see jvp), d delta/dt and the
-    Hutchinson terms e^T J e one reverse pass each (the same numbers), and the predictions plain forward passes (the
-    same gradient as differentiating through the jvp, with less memory);
+  * du/dt is a Jacobian-vector product taken under no_grad by two reverse-mode passes (see jvp), d delta/dt one
+    reverse pass, the Hutchinson terms e^T J e of all probes one forward and one reverse pass that also give the ADN's
+    velocity (the same numbers), and the predictions plain forward passes (the same gradient as differentiating
+    through the jvp, with less memory);
   * the policy and the Gaussian proposals are scored in two calls per critic, where the release makes one (the same
     Q; one call measured ~10 % slower on a CPU);
   * PyTorch instead of JAX (fused Adam; --compile does what jit does there), Gymnasium 1.x MuJoCo v4 envs.
@@ -516,13 +517,16 @@ def scalar_time_derivative(fn, x: torch.Tensor, t: torch.Tensor, velocity: torch
     return (velocity * grad_x).sum(-1) + grad_t
 
 
-def hutchinson_divergence(fn, x: torch.Tensor, num_probes: int) -> torch.Tensor:
-    """eq. 16: div f(x) ~ mean_n e_n^T (df/dx) e_n with e_n ~ N(0, I). e_n^T (df/dx) is a vjp, one reverse pass through
-    the forward pass that all probes share: no jvp is needed, (e^T J) e = e^T (J e). The probes are drawn in one call:
-    compiled code may reorder independent random draws, and one draw keeps its numbers those of eager code."""
-    probes = torch.randn(num_probes, *x.shape, device=x.device)
-    _, vjp_fn = torch.func.vjp(fn, x)
-    return torch.stack([(probe * vjp_fn(probe)[0]).sum(-1) for probe in probes]).mean(0)
+def hutchinson_divergence(fn, x: torch.Tensor, *conditions: torch.Tensor, num_probes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """eq. 16: div_x f(x, c) ~ mean_n e_n^T (df/dx) e_n with e_n ~ N(0, I), returned with f(x, c). e_n^T (df/dx) is a
+    vjp, and (e^T J) e = e^T (J e): no jvp is needed. f acts on each row alone, so num_probes copies of the rows (copy n
+    meets probe n) take all probes through one forward and one reverse pass. The probes are drawn in one call: compiled
+    code may reorder independent random draws, and one draw keeps its numbers those of eager code."""
+    probes = torch.randn(num_probes, *x.shape, dtype=x.dtype, device=x.device)
+    copies = [torch.cat([tensor] * num_probes) for tensor in conditions]
+    values, vjp_fn = torch.func.vjp(lambda x: fn(x, *copies), torch.cat([x] * num_probes))
+    probe_jacobians = vjp_fn(probes.flatten(0, 1))[0].view_as(probes)  # row n of copy i: e_n^T J(x_i)
+    return (probes * probe_jacobians).sum(-1).mean(0), values[: len(x)]
 
 
 def actor_loss_fn(policy, obs: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, r: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
@@ -538,9 +542,9 @@ def adn_loss_fn(adn, policy, obs: torch.Tensor, actions: torch.Tensor, t: torch.
     v = u(s, ., t, 0) is the policy's instantaneous velocity and div v its Hutchinson estimate (eq. 16)."""
     x_t = (1 - t[:, None]) * actions + t[:, None] * torch.randn_like(actions)
     with torch.no_grad():
-        velocity = policy(obs, x_t, t, torch.zeros_like(t))  # h = 0: the instantaneous velocity
+        velocity_field = lambda x, obs, t: policy(obs, x, t, torch.zeros_like(t))  # h = 0: the instantaneous velocity
+        divergence, velocity = hutchinson_divergence(velocity_field, x_t, obs, t, num_probes=num_probes)
         d_delta_dt = scalar_time_derivative(lambda x, t: adn(obs, x, t, t - r).squeeze(-1), x_t, t, velocity)
-        divergence = hutchinson_divergence(lambda x: policy(obs, x, t, torch.zeros_like(t)), x_t, num_probes)
         target = divergence - (t - r).clamp(0.0, 1.0) * d_delta_dt
     return F.mse_loss(adn(obs, x_t, t, t - r).squeeze(-1), target)
 

@@ -235,9 +235,25 @@ def test_hutchinson_divergence_is_unbiased():
     x = torch.randn(1, 5)
     exact_trace = torch.autograd.functional.jacobian(lambda v: fn(v[None])[0], x[0]).trace().item()
     with torch.no_grad():
-        single_probe = mfpo.hutchinson_divergence(fn, x.repeat(100_000, 1), num_probes=1)
+        single_probe, _ = mfpo.hutchinson_divergence(fn, x.repeat(100_000, 1), num_probes=1)
     assert single_probe.mean().item() == pytest.approx(exact_trace, abs=4 * single_probe.std().item() / math.sqrt(100_000))
     assert single_probe.std().item() > 0.01  # a real random estimate, not the trace itself
+
+
+def test_hutchinson_probes_in_one_pass_are_each_probe_through_the_full_jacobian():
+    mfpo = load_algo("mfpo")
+    torch.manual_seed(10)
+    layer1, layer2 = nn.Linear(5 + 2, 16).double(), nn.Linear(16, 5).double()
+    fn = lambda x, condition: layer2(torch.tanh(layer1(torch.cat([x, condition], -1))))  # rows conditioned apart
+    x, condition = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    torch.manual_seed(11)
+    with torch.no_grad():
+        divergence, values = mfpo.hutchinson_divergence(fn, x, condition, num_probes=4)
+    torch.manual_seed(11)  # the same probes, each row's Jacobian in full
+    probes = torch.randn(4, 3, 5, dtype=torch.float64)
+    jacobians = [torch.autograd.functional.jacobian(lambda v: fn(v[None], condition[i : i + 1])[0], x[i]) for i in range(3)]
+    expected = torch.stack([(probes[:, i] @ jacobians[i] * probes[:, i]).sum(-1).mean() for i in range(3)])
+    assert torch.allclose(divergence, expected, rtol=1e-10) and torch.allclose(values, fn(x, condition), rtol=1e-12)
 
 
 @pytest.mark.parametrize("flow_ratio", [0.75, 0.2])
