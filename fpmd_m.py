@@ -420,13 +420,31 @@ def sample_actions(policy: nn.Module, obs: torch.Tensor, x0: torch.Tensor, time_
     return z
 
 
+def vjp(fn, *primals: torch.Tensor):
+    """fn(*primals) and its vjp function u -> (u^T d fn / d primal, ...), as torch.func.vjp returns them. Eager, by
+    torch.autograd.grad: torch.func wraps every op it sees, which cost ~30 % of a jvp at small batches (measured in
+    docs/measurements.md). Compiled, by torch.func.vjp: torch.compile traces it, where autograd.grad breaks the graph."""
+    if torch.compiler.is_compiling():
+        return torch.func.vjp(fn, *primals)
+    with torch.enable_grad():
+        primals = [primal.detach().requires_grad_() for primal in primals]
+        out = fn(*primals)
+
+    def vjp_fn(cotangent):
+        differentiable = torch.is_tensor(cotangent) and cotangent.requires_grad  # as in jvp, whose second pass needs it
+        with torch.enable_grad():
+            return torch.autograd.grad(out, primals, cotangent, create_graph=differentiable, materialize_grads=True)
+
+    return torch.utils._pytree.tree_map(torch.Tensor.detach, out), vjp_fn
+
+
 def jvp(fn, primals: tuple, tangents: tuple) -> torch.Tensor:
     """J v, the derivative of fn at primals along tangents, by two reverse-mode passes: u -> J^T u (a vjp) is linear in
     u, so its own vjp at any u, applied to v, is J v. torch.func.jvp's forward mode gives the same numbers, but
     torch.compile cannot trace it through these networks, and eager it takes a slow path (measured in
     docs/measurements.md)."""
-    out, vjp_fn = torch.func.vjp(fn, *primals)
-    return torch.func.vjp(vjp_fn, torch.zeros_like(out))[1](tangents)[0]
+    out, vjp_fn = vjp(fn, *primals)
+    return vjp(vjp_fn, torch.zeros_like(out))[1](tangents)[0]
 
 
 def mean_velocity_time_derivative(mean_velocity, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -493,13 +493,31 @@ def ess_weighted_velocity(x_t, t, policy_actions, policy_log_probs, policy_q, ga
     return (ess_policy[:, None] * v_policy + ess_gaussian[:, None] * v_gaussian) / (ess_policy + ess_gaussian)[:, None]
 
 
+def vjp(fn, *primals: torch.Tensor):
+    """fn(*primals) and its vjp function u -> (u^T d fn / d primal, ...), as torch.func.vjp returns them. Eager, by
+    torch.autograd.grad: torch.func wraps every op it sees, which cost ~30 % of a jvp at small batches (measured in
+    docs/measurements.md). Compiled, by torch.func.vjp: torch.compile traces it, where autograd.grad breaks the graph."""
+    if torch.compiler.is_compiling():
+        return torch.func.vjp(fn, *primals)
+    with torch.enable_grad():
+        primals = [primal.detach().requires_grad_() for primal in primals]
+        out = fn(*primals)
+
+    def vjp_fn(cotangent):
+        differentiable = torch.is_tensor(cotangent) and cotangent.requires_grad  # as in jvp, whose second pass needs it
+        with torch.enable_grad():
+            return torch.autograd.grad(out, primals, cotangent, create_graph=differentiable, materialize_grads=True)
+
+    return torch.utils._pytree.tree_map(torch.Tensor.detach, out), vjp_fn
+
+
 def jvp(fn, primals: tuple, tangents: tuple) -> torch.Tensor:
     """J v, the derivative of fn at primals along tangents, by two reverse-mode passes: u -> J^T u (a vjp) is linear in
     u, so its own vjp at any u, applied to v, is J v. torch.func.jvp's forward mode gives the same numbers, but
     torch.compile cannot trace it through LayerNorm, and eager it takes a slow path (measured in
     docs/measurements.md)."""
-    out, vjp_fn = torch.func.vjp(fn, *primals)
-    return torch.func.vjp(vjp_fn, torch.zeros_like(out))[1](tangents)[0]
+    out, vjp_fn = vjp(fn, *primals)
+    return vjp(vjp_fn, torch.zeros_like(out))[1](tangents)[0]
 
 
 def time_derivative(fn, x: torch.Tensor, t: torch.Tensor, r: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
@@ -512,7 +530,7 @@ def scalar_time_derivative(fn, x: torch.Tensor, t: torch.Tensor, velocity: torch
     """time_derivative for an fn(x, t) of one value per row (the ADN's delta): the chain rule
     df/dt = velocity . grad_x f + d_t f, both gradients from one reverse pass of sum f (the rows are independent: each
     row's gradient is its own). The same numbers as the jvp's two passes, at about half the cost at small batches."""
-    _, vjp_fn = torch.func.vjp(fn, x, t)
+    _, vjp_fn = vjp(fn, x, t)
     grad_x, grad_t = vjp_fn(torch.ones_like(t))
     return (velocity * grad_x).sum(-1) + grad_t
 
@@ -524,7 +542,7 @@ def hutchinson_divergence(fn, x: torch.Tensor, *conditions: torch.Tensor, num_pr
     code may reorder independent random draws, and one draw keeps its numbers those of eager code."""
     probes = torch.randn(num_probes, *x.shape, dtype=x.dtype, device=x.device)
     copies = [torch.cat([tensor] * num_probes) for tensor in conditions]
-    values, vjp_fn = torch.func.vjp(lambda x: fn(x, *copies), torch.cat([x] * num_probes))
+    values, vjp_fn = vjp(lambda x: fn(x, *copies), torch.cat([x] * num_probes))
     probe_jacobians = vjp_fn(probes.flatten(0, 1))[0].view_as(probes)  # row n of copy i: e_n^T J(x_i)
     return (probes * probe_jacobians).sum(-1).mean(0), values[: len(x)]
 

@@ -121,6 +121,23 @@ def test_time_derivatives_of_the_networks_match_central_differences_along_the_fl
     assert ddelta.abs().min() > 1e-3  # not trivially zero
 
 
+def test_eager_vjp_and_jvp_are_torch_funcs_own():
+    mfpo = load_algo("mfpo")  # eager they run on torch.autograd.grad; compiled, on torch.func (tests/test_compile.py)
+    torch.manual_seed(12)
+    policy = mfpo.MeanFlowNetwork(5, 3, out_dim=3).double()
+    obs, x, velocity = (torch.randn(4, dim, dtype=torch.float64) for dim in (5, 3, 3))
+    t, r = torch.rand(4, dtype=torch.float64), 0.5 * torch.rand(4, dtype=torch.float64)
+    u = lambda x, t, r: policy(obs, x, t, t - r)
+    cotangent = torch.randn(4, 3, dtype=torch.float64)
+    with torch.no_grad():
+        (out, vjp_fn), (expected_out, expected_vjp_fn) = mfpo.vjp(u, x, t, r), torch.func.vjp(u, x, t, r)
+        dudt = mfpo.jvp(u, (x, t, r), (velocity, torch.ones_like(t), torch.zeros_like(r)))
+        expected_dudt = torch.func.jvp(u, (x, t, r), (velocity, torch.ones_like(t), torch.zeros_like(r)))[1]
+    assert torch.equal(out, expected_out) and not out.requires_grad
+    assert all(torch.allclose(a, b, rtol=1e-12) for a, b in zip(vjp_fn(cotangent), expected_vjp_fn(cotangent)))
+    assert torch.allclose(dudt, expected_dudt, rtol=1e-10, atol=1e-12)
+
+
 class SinhFlow(nn.Module):
     """An exact flow that is not affine in x: from x_1 = noise, x_t = sinh(k(t) asinh(c x_1)) / c per dimension,
     k(t) = 0.3 + 0.7 t, so x_r = sinh(k(r) / k(t) asinh(c x_t)) / c. forward: its mean velocity u = (x_t - x_r) / h,
