@@ -295,8 +295,10 @@ class MeanFlowNetwork(nn.Module):
         """The inputs that depend on time alone (the last columns of the first layer's input)."""
         return self.t_embedding(t) + self.h_embedding(h)
 
-    def forward(self, obs: torch.Tensor, x: torch.Tensor, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([x, obs, self.time_features(t, h)], -1))
+    def forward(self, obs: torch.Tensor, x: torch.Tensor, t=None, h=None, time_features=None) -> torch.Tensor:
+        """f(s, x, t, h); a sampler passes the time features of its step's (t, h) instead, one row for all its states."""
+        time_features = self.time_features(t, h) if time_features is None else time_features
+        return self.net(torch.cat([x, obs, time_features.expand(*x.shape[:-1], -1)], -1))
 
 
 class DistributionalQNetwork(nn.Module):
@@ -322,20 +324,19 @@ def make_networks(obs_dim: int, action_dim: int, action_scale: torch.Tensor, arg
 def make_inference_policy(networks: dict[str, nn.Module], action_dim: int, args: Args):  # the five files' signature
     """The evaluation policy obs -> action in [-1, 1]^d: the best of --num-candidates T-step samples under the target
     critics; and its network evaluations per action (NFE = T x candidates, the critics not counted).
-    Made once per evaluation, for fixed weights: the time features of each step's fixed (t, h) do not depend on the
-    state, so they are computed here once, and acting runs only the policy's state-dependent network."""
+    Made once per evaluation, for fixed weights: the time features of the sampler's fixed steps do not depend on the
+    state or the action, so they are computed here once, not once per action."""
     policy, qf1_target, qf2_target = networks["policy"], networks["qf1_target"], networks["qf2_target"]
     num_steps, step = args.sampling_steps, 1.0 / args.sampling_steps
     atoms = torch.linspace(args.v_min, args.v_max, args.num_atoms, device=next(policy.parameters()).device)
     with torch.no_grad():
-        times = 1.0 - step * torch.arange(num_steps, device=atoms.device)  # t = 1, 1 - h, ..., each step of h = 1 / T
-        time_features = policy.time_features(times, torch.full_like(times, step))
+        time_features = sampling_time_features(policy, num_steps, atoms.device)
 
     def inference_policy(obs: torch.Tensor) -> torch.Tensor:
         obs_rep = obs.repeat_interleave(args.num_candidates, 0)
         x = torch.randn(len(obs_rep), action_dim, device=obs.device)
         for features in time_features:  # sample_with_log_prob: x <- x - h u(s, x, t, h)   (eq. 11)
-            x = x - step * policy.net(torch.cat([x, obs_rep, features.expand(len(obs_rep), -1)], -1))
+            x = x - step * policy(obs_rep, x, time_features=features)
         candidates = x.clamp(-1.0, 1.0).view(len(obs), args.num_candidates, action_dim)
         q = critic_q(qf1_target, qf2_target, obs_rep, candidates.flatten(0, 1), atoms, args.use_cdq)
         return candidates[torch.arange(len(obs), device=obs.device), q.view(len(obs), -1).argmax(1)]
@@ -408,18 +409,25 @@ def td_target(rewards, terminations, next_value, gamma: float) -> torch.Tensor:
     return rewards + gamma * (1.0 - terminations) * next_value
 
 
+def sampling_time_features(network: nn.Module, num_steps: int, device: torch.device) -> torch.Tensor:
+    """The time features of the sampler's T steps (t, h) = (1 - k / T, 1 / T), k = 0 .. T - 1, row k for step k: the
+    same for every state, so a sampler computes them once per call."""
+    times = 1.0 - torch.arange(num_steps, device=device) / num_steps
+    return network.time_features(times, torch.full_like(times, 1.0 / num_steps))
+
+
 def sample_with_log_prob(policy, adn, obs: torch.Tensor, noise: torch.Tensor, num_steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """eqs. 11, 18: T mean-velocity steps x <- x - h u(s, x, t, h) from noise at t = 1 to t = 0, h = 1 / T; with an
     ADN, log pi(a|s) = log N(noise; 0, I) + sum_steps h delta(s, x, t, h), delta taken at the pre-step x.
     Returns clip(x, -1, 1) (its log-likelihood is not corrected for the clip) and the log-likelihood, or None."""
     x, step = noise, 1.0 / num_steps
+    policy_features = sampling_time_features(policy, num_steps, x.device)
+    adn_features = sampling_time_features(adn, num_steps, x.device) if adn is not None else None
     log_prob = -0.5 * (noise.pow(2) + math.log(2 * math.pi)).sum(-1) if adn is not None else None
     for k in range(num_steps):
-        t = torch.full(x.shape[:-1], 1.0 - k * step, device=x.device)
-        h = torch.full_like(t, step)
         if adn is not None:
-            log_prob = log_prob + step * adn(obs, x, t, h).squeeze(-1)
-        x = x - step * policy(obs, x, t, h)
+            log_prob = log_prob + step * adn(obs, x, time_features=adn_features[k]).squeeze(-1)
+        x = x - step * policy(obs, x, time_features=policy_features[k])
     return x.clamp(-1.0, 1.0), log_prob
 
 

@@ -38,11 +38,24 @@ def path_std(t):
     return torch.sqrt((1 - t[:, None]) ** 2 * SIGMA**2 + t[:, None] ** 2)
 
 
-class ExactGaussianFlow(nn.Module):
+class TimesAsFeatures(nn.Module):
+    """MFPO's network interface for an exact f(obs, x, t, h): its time features are (t, h) themselves, which a sampler
+    passes once for all its states."""
+
+    def time_features(self, t, h):
+        return torch.stack([t, h], -1)
+
+    def forward(self, obs, x, t=None, h=None, time_features=None):
+        if time_features is not None:
+            t, h = time_features.expand(*x.shape[:-1], -1).unbind(-1)
+        return self.of_times(obs, x, t, h)
+
+
+class ExactGaussianFlow(TimesAsFeatures):
     """The exact mean velocity u(x, t, h) of that interpolation, affine in x: x_r = (1 - r) mu + s_r (x - (1 - t) mu) / s_t,
     u = (x - x_r) / h; at h = 0 the instantaneous velocity -mu + (d s_t / dt) / s_t (x - (1 - t) mu)."""
 
-    def forward(self, obs, x, t, h):
+    def of_times(self, obs, x, t, h):
         r = t - h
         centred = x - (1 - t[:, None]) * MU
         x_r = (1 - r[:, None]) * MU + path_std(r) * centred / path_std(t)
@@ -52,12 +65,12 @@ class ExactGaussianFlow(nn.Module):
         return torch.where(h[:, None] > 1e-6, (x - x_r) / safe_h, instantaneous)
 
 
-class SmallADN(nn.Module):
+class SmallADN(TimesAsFeatures):
     def __init__(self, width: int = 64):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(5, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 1))
 
-    def forward(self, obs, x, t, h):
+    def of_times(self, obs, x, t, h):
         return self.net(torch.cat([obs, x, t[:, None], h[:, None]], -1))
 
 
@@ -138,9 +151,9 @@ def test_eager_vjp_and_jvp_are_torch_funcs_own():
     assert torch.allclose(dudt, expected_dudt, rtol=1e-10, atol=1e-12)
 
 
-class SinhFlow(nn.Module):
+class SinhFlow(TimesAsFeatures):
     """An exact flow that is not affine in x: from x_1 = noise, x_t = sinh(k(t) asinh(c x_1)) / c per dimension,
-    k(t) = 0.3 + 0.7 t, so x_r = sinh(k(r) / k(t) asinh(c x_t)) / c. forward: its mean velocity u = (x_t - x_r) / h,
+    k(t) = 0.3 + 0.7 t, so x_r = sinh(k(r) / k(t) asinh(c x_t)) / c. of_times: its mean velocity u = (x_t - x_r) / h,
     at h = 0 the velocity dx_t/dt = k'/k(t) asinh(c x) sqrt(1 + c^2 x^2) / c."""
 
     c = 2.0
@@ -152,7 +165,7 @@ class SinhFlow(nn.Module):
     def to_time(self, x, t, r):
         return torch.sinh(self.k(r) / self.k(t) * torch.asinh(self.c * x)) / self.c
 
-    def forward(self, obs, x, t, h):
+    def of_times(self, obs, x, t, h):
         safe_h = torch.where(h > 1e-9, h, torch.ones_like(h))[:, None]
         mean_velocity = (x - self.to_time(x, t, t - safe_h[:, 0])) / safe_h
         velocity = 0.7 / self.k(t) * torch.asinh(self.c * x) * torch.sqrt(1 + (self.c * x) ** 2) / self.c
@@ -164,7 +177,7 @@ class SinhFlow(nn.Module):
         return 0.7 / self.k(t) * (1 + cx * torch.asinh(cx) / torch.sqrt(1 + cx**2))
 
 
-class SinhFlowAverageDivergence(nn.Module):
+class SinhFlowAverageDivergence(TimesAsFeatures):
     """The exact delta of SinhFlow: h delta(x_t, t, h) = log |d x_t / d x_r| = sum_i log(k(t) / k(r))
     + log sqrt(1 + c^2 x_t^2) - log sqrt(1 + c^2 x_r^2); at h = 0 the divergence of the velocity."""
 
@@ -172,7 +185,7 @@ class SinhFlowAverageDivergence(nn.Module):
         super().__init__()
         self.flow = flow
 
-    def forward(self, obs, x, t, h):
+    def of_times(self, obs, x, t, h):
         safe_h = torch.where(h > 1e-9, h, torch.ones_like(h))[:, None]
         r = t - safe_h[:, 0]
         x_r = self.flow.to_time(x, t, r)
