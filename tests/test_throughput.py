@@ -124,6 +124,22 @@ def test_estimate_finds_the_standins_rates_and_adds_them_up(standin_root):
     assert "3 runs" in again.stdout and json.loads((out / "throughput.json").read_text()) == table
 
 
+def test_jobs_measures_side_by_side_and_keeps_those_rates_apart(standin_root):
+    table_path, tool = standin_root / "t.json", [sys.executable, str(standin_root / "tools" / "throughput.py")]
+    selection = ["--algos", "standin", "--envs", "Pendulum-v1", "MountainCarContinuous-v0", "--seconds", "3", "--table", str(table_path)]
+    result = run([*tool, *selection, "--jobs", "2"], cwd=standin_root)
+    assert result.returncode == 0, result.stderr
+    assert "2 measurements at a time, side by side" in result.stdout
+    assert all(f"| standin | {env} |" in result.stdout for env in ("Pendulum-v1", "MountainCarContinuous-v0"))
+    table = json.loads(table_path.read_text())
+    assert len(table) == 2 and all(key.endswith(" | 2 at a time") for key in table)
+    (first_start, first_end), (second_start, second_end) = (entry["window"] for entry in table.values())
+    assert first_start < second_end and second_start < first_end  # the two timed windows overlap: side by side
+    alone = run([*tool, *selection], cwd=standin_root)  # one at a time: measured again, beside the side-by-side rates
+    assert alone.returncode == 0 and alone.stderr.count("measuring") == 2 and "one measurement at a time" in alone.stdout
+    assert len(json.loads(table_path.read_text())) == 4
+
+
 def test_a_real_short_measurement_gives_positive_rates(tmp_path):
     result = run([sys.executable, str(ROOT / "tools" / "throughput.py"), "--algos", "sac_baseline", "--envs", "Pendulum-v1",
                   "--device", "cpu", "--seconds", "2", "--table", str(tmp_path / "t.json"), "--",
@@ -143,21 +159,23 @@ def test_a_real_short_measurement_gives_positive_rates(tmp_path):
     [sys.executable, "tools/throughput.py", "--algos", "no_such_algo"],
     [sys.executable, "tools/throughput.py", "--envs", "NoSuchEnv-v0"],
     [sys.executable, "tools/throughput.py", "--seconds", "0"],
+    [sys.executable, "tools/throughput.py", "--jobs", "0"],
 ])
 def test_a_bad_selection_gets_one_line(command, tmp_path):
     result = run([*command, *(["--out", str(tmp_path)] if command[0] == "bash" else ["--table", str(tmp_path / "t.json")])], cwd=ROOT)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert re.search(r"no_such_algo|NoSuchEnv|seconds", result.stderr)
+    assert re.search(r"no_such_algo|NoSuchEnv|seconds|jobs", result.stderr)
     assert not list(tmp_path.iterdir())  # nothing measured, nothing written
 
 
 def test_floor_times_a_file_eager_and_compiled_and_names_the_cpu(tmp_path):
     result = run([sys.executable, str(ROOT / "tools" / "throughput.py"), "--floor", "--algos", "td3_baseline", "--envs",
-                  "Pendulum-v1", "--device", "cpu", "--seconds", "1", "--", "--learning-starts", "300", "--buffer-size", "10000"],
-                 cwd=tmp_path)
+                  "Pendulum-v1", "--device", "cpu", "--seconds", "1", "--jobs", "2", "--", "--learning-starts", "300",
+                  "--buffer-size", "10000"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert re.search(r"\((\d+) cores, (AVX-512|AVX2|no AVX2|instruction set unknown)\)", result.stdout)  # the CPU and its vectors
+    assert "2 measurements at a time" in result.stdout  # eager and compiled side by side
     assert "--batch-size 2" in result.stdout  # the header names the shrunk flags
     row = next(line.split("|") for line in result.stdout.splitlines() if line.startswith("| td3_baseline | Pendulum-v1 |"))
     eager, compiled, ratio = float(row[3]), float(row[5]), float(row[7])

@@ -3,6 +3,7 @@
   python tools/throughput.py --algos sac_baseline fpmd_m --envs Hopper-v4 Ant-v4 --device cpu --seconds 30
   python tools/throughput.py --envs Hopper-v4 -- --num-particles 4        # flags after -- go to every run
   python tools/throughput.py --floor --device cuda                        # eager and --compile at tiny shapes
+  python tools/throughput.py --floor --device cuda --jobs 4               # four measurements at a time
   bash benchmark.sh --estimate --algos fpmd_m --seeds "1 2 3" --workers 4  # the bill of a launch (uses --estimate)
 
 Each (file, env) pair runs the command benchmark.sh would launch for it (from `benchmark.sh --dry-run`: the file's
@@ -24,6 +25,11 @@ COMPILE_WARMUP_UPDATES update iterations have compiled.
 particles, 2 policy and 2 Gaussian proposals; the flow steps, the networks and the loop as they are): what is left is
 what an iteration dispatches, the cost that bounds a run on a GPU. Each pair runs eager and with --compile, and the
 table prints both rates and their ratio; nothing is written to --table, and no evaluation is timed.
+
+--jobs N measures N pairs at a time, each in its own child; they share the machine's cores and its GPU, as the runs of
+benchmark.sh --workers N share them. Most of a child's time is start-up and (under --compile) compiling, so on a
+machine with N cores to spare a table takes about 1/N of the time. The rates are those of runs side by side: the
+table's header says how many, and --table keeps them apart from rates measured one at a time.
 """
 
 import argparse
@@ -39,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from functools import cache
 from pathlib import Path
 
@@ -148,6 +155,7 @@ def measure(command: list[str], seconds: float, device: str, time_evaluation: bo
         "command": rate_key(command), "machine": machine_name(device), "device": device, "threads": torch.get_num_threads(),
         "env_steps_per_s": (end_step - start_step) / (end - start), "iterations_per_s": (len(updates) - 1) / (end - start),
         "random_env_steps_per_s": random_rate, "eval_seconds": eval_seconds, "eval_vector_steps_timed": eval_vector_steps,
+        "window": [stamp + time.time() - time.perf_counter() for stamp in (start, end)],  # the timed seconds, in unix time
     }
 
 
@@ -210,21 +218,38 @@ def measure_in_child(command: list[str], seconds: float, device: str, time_evalu
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
+def measure_in_children(commands: list[list[str]], seconds: float, device: str, time_evaluation: bool, jobs: int):
+    """measure_in_child for each command, `jobs` children at a time; the measurements as they finish, in any order,
+    each with its command's index."""
+    pool = ThreadPoolExecutor(max_workers=jobs)  # each thread waits on its child
+    futures = {pool.submit(measure_in_child, command, seconds, device, time_evaluation): i for i, command in enumerate(commands)}
+    try:
+        for future in as_completed(futures):
+            yield futures[future], future.result()  # a child's fail() is raised here
+    finally:
+        pool.shutdown(cancel_futures=True)  # after a failure, no child not yet started starts
+
+
+def side_by_side(jobs: int) -> str:
+    """How a table's rates were measured, for its header: one child at a time, or `jobs`."""
+    return "one measurement at a time" if jobs == 1 else f"{jobs} measurements at a time, side by side"
+
+
 def floor_flags(command: list[str]) -> list[str]:
     """The FLOOR_SHAPES flags that the command's file takes."""
     fields = {field.name for field in dataclasses.fields(load_file(command[1]).Args)}
     return [token for name, value in FLOOR_SHAPES.items() if name in fields for token in (f"--{name.replace('_', '-')}", str(value))]
 
 
-def print_floor(commands: list[list[str]], seconds: float, device: str) -> None:
+def print_floor(commands: list[list[str]], seconds: float, device: str, jobs: int) -> None:
     """Each command at the floor shapes, eager and with --compile, each measured in a child process now."""
-    rows = []
-    for command in commands:
-        floor = [*command, *floor_flags(command)]
-        rows.append((command, measure_in_child(floor, seconds, device, False), measure_in_child([*floor, "--compile"], seconds, device, False)))
+    floors = [[*command, *floor_flags(command), *compile_flag] for command in commands for compile_flag in ([], ["--compile"])]
+    measurements = dict(measure_in_children(floors, seconds, device, False, jobs))
+    rows = [(command, measurements[2 * i], measurements[2 * i + 1]) for i, command in enumerate(commands)]
     shrunk = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in FLOOR_SHAPES.items())
     print(f"\nThe floor: each file's own loop with {shrunk} (where the file has the flag); the flow steps, the networks"
-          f" and the loop as they are.\n{rows[0][1]['machine']}, {device}, {rows[0][1]['threads']} torch thread(s)\n")
+          f" and the loop as they are.\n{rows[0][1]['machine']}, {device}, {rows[0][1]['threads']} torch thread(s),"
+          f" {side_by_side(jobs)}\n")
     print("| file | env | eager: iterations / s | eager: env steps / s | --compile: iterations / s | --compile: env steps / s | --compile / eager |")
     print("|---|---|---|---|---|---|---|")
     for command, eager, compiled in rows:
@@ -233,27 +258,27 @@ def print_floor(commands: list[list[str]], seconds: float, device: str) -> None:
               f"{compiled['iterations_per_s'] / eager['iterations_per_s']:.2f} |")
 
 
-def measured(commands: list[list[str]], table_path: Path, seconds: float, device: str) -> dict[str, dict]:
-    """The measurement of every distinct rate key among `commands`: from the table where it holds one for this machine
-    and device, else measured now in a child process and added to the table."""
+def table_key(machine: str, command: list[str], jobs: int) -> str:
+    """A measurement's key in --table: the machine and device, the rate key, and how many were measured side by side."""
+    return f"{machine} | {rate_key(command)}" + ("" if jobs == 1 else f" | {jobs} at a time")
+
+
+def measured(commands: list[list[str]], table_path: Path, seconds: float, device: str, jobs: int) -> dict[str, dict]:
+    """The measurement of every distinct rate key among `commands`: from the table where it holds one for this machine,
+    device and --jobs, else measured now in a child process (`jobs` at a time) and added to the table as it comes."""
     table = json.loads(table_path.read_text()) if table_path.exists() else {}
     machine = machine_name(device)
-    results = {}
-    for command in commands:
-        key = rate_key(command)
-        if key in results:
-            continue
-        if f"{machine} | {key}" not in table:
-            table[f"{machine} | {key}"] = measure_in_child(command, seconds, device)
-            table_path.parent.mkdir(parents=True, exist_ok=True)
-            table_path.write_text(json.dumps(table, indent=1) + "\n")
-        results[key] = table[f"{machine} | {key}"]
-    return results
+    missing = list({table_key(machine, c, jobs): c for c in commands if table_key(machine, c, jobs) not in table}.values())
+    for i, measurement in measure_in_children(missing, seconds, device, True, jobs):
+        table[table_key(machine, missing[i], jobs)] = measurement
+        table_path.parent.mkdir(parents=True, exist_ok=True)
+        table_path.write_text(json.dumps(table, indent=1) + "\n")
+    return {rate_key(command): table[table_key(machine, command, jobs)] for command in commands}
 
 
-def print_table(commands: list[list[str]], results: dict[str, dict]) -> None:
+def print_table(commands: list[list[str]], results: dict[str, dict], jobs: int) -> None:
     first = results[rate_key(commands[0])]
-    print(f"\n{first['machine']}, {first['device']}, {first['threads']} torch thread(s)\n")
+    print(f"\n{first['machine']}, {first['device']}, {first['threads']} torch thread(s), {side_by_side(jobs)}\n")
     print("| file | env | env steps / s | iterations / s | warm-up env steps / s | one evaluation, s | budget, env steps | hours / run |")
     print("|---|---|---|---|---|---|---|---|")
     for command in commands:
@@ -298,6 +323,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="with --estimate: runs at a time")
     parser.add_argument("--slurm", action="store_true", help="with --estimate: the --time of a Slurm array task")
     parser.add_argument("--floor", action="store_true", help="eager and --compile at tiny shapes, side by side (see above)")
+    parser.add_argument("--jobs", type=int, default=1, help="measurements at a time, each in its own child process (see above)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--no-evaluation", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("extra", nargs="*", help="flags after -- go to every run, as in benchmark.sh")
@@ -306,6 +332,8 @@ def main() -> None:
         fail(f"--seconds must be positive, got {args.seconds:g}")
     if args.workers < 1:
         fail(f"--workers must be positive, got {args.workers}")
+    if args.jobs < 1:
+        fail(f"--jobs must be positive, got {args.jobs}")
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda: no CUDA device here")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -328,10 +356,10 @@ def main() -> None:
         except gym.error.Error as err:
             fail(f"--env-id {env_id!r}: {err}")
     if args.floor:
-        print_floor(list({rate_key(c): c for c in commands}.values()), args.seconds, args.device)
+        print_floor(list({rate_key(c): c for c in commands}.values()), args.seconds, args.device, args.jobs)
         return
-    results = measured(commands, args.table, args.seconds, args.device)
-    print_table(list({rate_key(c): c for c in commands}.values()), results)
+    results = measured(commands, args.table, args.seconds, args.device, args.jobs)
+    print_table(list({rate_key(c): c for c in commands}.values()), results, args.jobs)
     if args.estimate:
         print_estimate(commands, results, args.workers, args.slurm)
 
