@@ -140,6 +140,16 @@ def test_jobs_measures_side_by_side_and_keeps_those_rates_apart(standin_root):
     assert len(json.loads(table_path.read_text())) == 4
 
 
+def test_a_child_that_fails_stops_the_tool_with_one_line_naming_its_command_once(standin_root):
+    table_path = standin_root / "t.json"
+    result = run([sys.executable, str(standin_root / "tools" / "throughput.py"), "--algos", "standin", "--envs", "Pendulum-v1",
+                  "--seconds", "1", "--jobs", "2", "--table", str(table_path), "--", "--total-timesteps", "30"], cwd=standin_root)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]  # the stand-in ends at 30 steps, before its 40 random ones are over
+    assert last_line.startswith("throughput.py: error: standin.py ") and last_line.count("standin.py") == 1, last_line
+    assert "raise --total-timesteps" in last_line and not table_path.exists()
+
+
 def test_a_real_short_measurement_gives_positive_rates(tmp_path):
     result = run([sys.executable, str(ROOT / "tools" / "throughput.py"), "--algos", "sac_baseline", "--envs", "Pendulum-v1",
                   "--device", "cpu", "--seconds", "2", "--table", str(tmp_path / "t.json"), "--",

@@ -214,7 +214,9 @@ def measure_in_child(command: list[str], seconds: float, device: str, time_evalu
     child = subprocess.run([sys.executable, __file__, "--child", json.dumps(command), "--seconds", str(seconds), "--device", device,
                             *([] if time_evaluation else ["--no-evaluation"])], capture_output=True, text=True)
     if child.returncode != 0:
-        fail(f"{rate_key(command)}: {(child.stderr.strip().splitlines() or ['no output'])[-1]}")
+        last_line = (child.stderr.strip().splitlines() or ["no output"])[-1]
+        own_error = last_line.startswith("throughput.py: error: ")  # the child's fail(), which names the command already
+        fail(last_line.removeprefix("throughput.py: error: ") if own_error else f"{rate_key(command)}: {last_line}")
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
