@@ -26,7 +26,7 @@ particles, 2 policy and 2 Gaussian proposals; the flow steps, the networks and t
 what an iteration dispatches, the cost that bounds a run on a GPU. Each pair runs eager and with --compile, and the
 table prints both rates and their ratio; nothing is written to --table, and no evaluation is timed.
 
---jobs N measures N pairs at a time, each in its own child; they share the machine's cores and its GPU, as the runs of
+--jobs N takes N measurements at a time, each in its own child; they share the machine's cores and its GPU, as the runs of
 benchmark.sh --workers N share them. Most of a child's time is start-up and (under --compile) compiling, so on a
 machine with N cores to spare a table takes about 1/N of the time. The rates are those of runs side by side: the
 table's header says how many, and --table keeps them apart from rates measured one at a time.
@@ -60,8 +60,11 @@ FLOOR_SHAPES = {"batch_size": 2, "num_particles": 2, "num_policy_samples": 2, "n
 PER_RUN_FLAGS = {"--seed", "--run-name", "--total-timesteps", "--checkpoint-freq"}  # they do not change the rate
 
 
+ERROR_PREFIX = "throughput.py: error: "
+
+
 def fail(message: str):
-    sys.exit(f"throughput.py: error: {message}")
+    sys.exit(ERROR_PREFIX + message)
 
 
 def rate_key(command: list[str]) -> str:
@@ -215,8 +218,8 @@ def measure_in_child(command: list[str], seconds: float, device: str, time_evalu
                             *([] if time_evaluation else ["--no-evaluation"])], capture_output=True, text=True)
     if child.returncode != 0:
         last_line = (child.stderr.strip().splitlines() or ["no output"])[-1]
-        own_error = last_line.startswith("throughput.py: error: ")  # the child's fail(), which names the command already
-        fail(last_line.removeprefix("throughput.py: error: ") if own_error else f"{rate_key(command)}: {last_line}")
+        own_error = last_line.startswith(ERROR_PREFIX)  # the child's fail(), which names the command already
+        fail(last_line.removeprefix(ERROR_PREFIX) if own_error else f"{rate_key(command)}: {last_line}")
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
