@@ -518,10 +518,13 @@ def policy_lr_at(iteration: int, lr: float, lr_final: float, decay_start: int, d
 
 @torch.compiler.disable  # a graph break under --compile in any case (backward); eager, the fused step never recompiles
 def apply_gradient(optimizer: torch.optim.Optimizer, loss: torch.Tensor, num_steps: int = 1) -> None:
-    """Backpropagate `loss` once and apply that gradient with num_steps optimizer steps (FPMD's release steps its critic
-    optimizer twice per gradient: --critic-adam-steps 2; every other update takes one step)."""
+    """Backpropagate `loss` once into the parameters that `optimizer` steps, and only those, then apply that gradient
+    with num_steps optimizer steps (FPMD's release steps its critic optimizer twice per gradient: --critic-adam-steps 2;
+    every other update takes one step). Only those: a loss that reads other networks (SAC's actor loss reads the
+    critics) leaves their .grad untouched. Under CUDA graphs a .grad left by an earlier backward lives in memory
+    that a later replay overwrites, and adding into it fails; everywhere else that sum would be discarded work."""
     optimizer.zero_grad()
-    loss.backward()
+    loss.backward(inputs=[param for group in optimizer.param_groups for param in group["params"]])
     for _ in range(num_steps):
         optimizer.step()
 
@@ -709,6 +712,8 @@ def main(args: Args) -> None:
     log_alpha = torch.tensor(math.log(args.alpha_init), device=device, requires_grad=True)
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.alpha_lr, fused=True)
     q_mean, q_std = torch.zeros((), device=device), torch.ones((), device=device)  # running statistics of Q [release]
+    for statistic in (q_mean, q_std):  # changed in place by the compiled critic step: a fixed address for CUDA graphs
+        torch._dynamo.mark_static_address(statistic)
 
     # ALGO LOGIC: the update steps and the acting policy, as functions that --compile compiles
     def best_action(sampling_policy: nn.Module, obs, alpha) -> torch.Tensor:  # eq. 18 with the training sampler

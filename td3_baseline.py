@@ -305,10 +305,13 @@ def smoothed_target_action(target_action: torch.Tensor, policy_noise: float, noi
 
 @torch.compiler.disable  # a graph break under --compile in any case (backward); eager, the fused step never recompiles
 def apply_gradient(optimizer: torch.optim.Optimizer, loss: torch.Tensor, num_steps: int = 1) -> None:
-    """Backpropagate `loss` once and apply that gradient with num_steps optimizer steps (FPMD's release steps its critic
-    optimizer twice per gradient: --critic-adam-steps 2; every other update takes one step)."""
+    """Backpropagate `loss` once into the parameters that `optimizer` steps, and only those, then apply that gradient
+    with num_steps optimizer steps (FPMD's release steps its critic optimizer twice per gradient: --critic-adam-steps 2;
+    every other update takes one step). Only those: a loss that reads other networks (SAC's actor loss reads the
+    critics) leaves their .grad untouched. Under CUDA graphs a .grad left by an earlier backward lives in memory
+    that a later replay overwrites, and adding into it fails; everywhere else that sum would be discarded work."""
     optimizer.zero_grad()
-    loss.backward()
+    loss.backward(inputs=[param for group in optimizer.param_groups for param in group["params"]])
     for _ in range(num_steps):
         optimizer.step()
 
