@@ -47,6 +47,7 @@ import csv
 import importlib.util
 import math
 import os
+import pickle
 import random
 import shutil
 import signal
@@ -540,14 +541,26 @@ def open_evaluations(path: str, resume_step: int | None):
     return open(path, "a", newline="")
 
 
+CHECKPOINT_FORMAT = 2  # 2: tensors and plain data only, read with weights_only=True; 1 (before it) pickled NumPy objects
+
+
+def plain_numpy_state(state: dict) -> dict:
+    """A NumPy random state with its arrays as lists (MT19937's key): plain data, which a weights_only load reads back
+    and NumPy's state setters take as they are."""
+    return {key: plain_numpy_state(value) if isinstance(value, dict) else value.tolist() if isinstance(value, np.ndarray) else value
+            for key, value in state.items()}
+
+
 def training_state(args: Args, modules: dict, tensors: dict, counters: dict, rb: ReplayBuffer, vector_envs: list) -> dict:
     """Everything the loop needs to go on: the networks' and optimizers' state dicts (`modules`), the loose tensors
     (temperature, running statistics), the loop's counters, the filled replay buffer, and every random state:
-    python, numpy, torch (CPU and CUDA), the buffer's generator and each env's."""
-    random_states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                     "envs": [[env.np_random.bit_generator.state for env in vec.unwrapped.envs] for vec in vector_envs]}
-    return {"args": asdict(args), "modules": {name: module.state_dict() for name, module in modules.items()},
+    python, numpy, torch (CPU and CUDA), the buffer's generator and each env's. Tensors and plain data (numbers,
+    strings, lists, tuples, dicts) only, so that reading it back with weights_only=True runs no code."""
+    random_states = {"python": random.getstate(), "numpy": plain_numpy_state(np.random.get_state(legacy=False)),
+                     "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                     "envs": [[plain_numpy_state(env.np_random.bit_generator.state) for env in vec.unwrapped.envs] for vec in vector_envs]}
+    return {"format": CHECKPOINT_FORMAT, "written_by": os.path.basename(__file__), "args": asdict(args),
+            "modules": {name: module.state_dict() for name, module in modules.items()},
             "tensors": {name: tensor.detach().clone() for name, tensor in tensors.items()}, "counters": counters,
             "buffer": rb.state_dict(), "random": random_states}
 
@@ -572,15 +585,30 @@ RESUME_MAY_CHANGE = {"resume", "checkpoint_freq", "cuda", "compile", "capture_vi
 
 
 def read_checkpoint(path: str, args: Args) -> tuple[dict | None, str | None]:
-    """The checkpoint that --resume continues, or why there is none to continue with these arguments."""
+    """The checkpoint that --resume continues, or why there is none to continue with these arguments. It is read with
+    weights_only=True: tensors and plain data, nothing that runs code, whoever wrote the file."""
     if not os.path.exists(path):
         return None, f"--resume: no checkpoint {path} (written by --checkpoint-freq or SIGTERM, deleted at the end of a run)"
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # the run's own file; it holds RNG states
+    start_over = "remove it to start the run over"
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only met an object that only running code could rebuild
+        return None, (f"--resume: {path} holds objects other than tensors and plain data, and loading those could run code (a "
+                      f"checkpoint written before format {CHECKPOINT_FORMAT}, or not by these algorithm files); {start_over}")
+    except Exception as err:  # cut short (a kill during a copy), or not a torch file at all
+        reason = (str(err).strip().splitlines() or [""])[0]
+        return None, f"--resume: {path} cannot be read ({type(err).__name__}: {reason}): truncated or not a checkpoint; {start_over}"
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        return None, f"--resume: {path} is not a checkpoint of format {CHECKPOINT_FORMAT} (an older one, or a saved model); {start_over}"
+    if checkpoint["written_by"] != os.path.basename(__file__):
+        writer = checkpoint["written_by"]
+        return None, f"--resume: {path} was written by {writer}, not {os.path.basename(__file__)}: resume it with {writer}, or {start_over}"
     saved, current = checkpoint["args"], asdict(args)
     for name in sorted((saved.keys() | current.keys()) - RESUME_MAY_CHANGE):
         if saved.get(name) != current.get(name):
             flag = f"--{name.replace('_', '-')}"
-            return None, f"--resume: {path} was written with {flag} {saved.get(name)!r}, not {current.get(name)!r}"
+            written = f"{path} was written with {flag} {saved.get(name)!r}, not {current.get(name)!r}"
+            return None, f"--resume: {written}: rerun with the flags it was written with, or {start_over}"
     return checkpoint, None
 
 

@@ -75,7 +75,7 @@ def wait_until(condition, timeout: float = 300) -> None:
 
 
 def checkpoint_step(run_dir) -> int:
-    return torch.load(run_dir / "checkpoint.pt", weights_only=False)["counters"]["global_step"]
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)["counters"]["global_step"]
 
 
 class SmallFlowNetwork(nn.Module):

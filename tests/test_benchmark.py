@@ -124,13 +124,20 @@ def test_run_killed_after_a_checkpoint_resumes_from_it(tmp_path):
 
 
 def test_failing_run_does_not_stop_the_others(tmp_path):
+    """A run that fails (CartPole's discrete actions), and one whose checkpoint cannot be read, which keeps it."""
     out = tmp_path / "out"
-    result = benchmark("--algos", "sac_baseline", "--envs", "CartPole-v1 Pendulum-v1", "--seeds", "1",
+    unreadable = out / "runs" / "Pendulum-v1__sac_baseline__2" / "checkpoint.pt"
+    unreadable.parent.mkdir(parents=True)
+    unreadable.write_bytes(b"PK\x03\x04 cut short")
+    result = benchmark("--algos", "sac_baseline", "--envs", "CartPole-v1 Pendulum-v1", "--seeds", "1 2",
                        "--total-timesteps", "400", "--out", str(out), *TINY_FLAGS)
     assert result.returncode != 0
-    assert "1 trained, 0 already finished, 1 failed" in result.stdout.splitlines()[-1]
+    assert "1 trained, 0 already finished, 3 failed" in result.stdout.splitlines()[-1]
     assert "not a Box" in (out / "logs" / "CartPole-v1__sac_baseline__1.log").read_text()
     assert read_evaluations(out / "runs" / "Pendulum-v1__sac_baseline__1")[-1]["global_step"] == 400
+    log = (out / "logs" / "Pendulum-v1__sac_baseline__2.log").read_text().strip().splitlines()
+    assert log[-1].startswith("sac_baseline: error: --resume: runs/Pendulum-v1__sac_baseline__2/checkpoint.pt cannot be read (")
+    assert unreadable.read_bytes() == b"PK\x03\x04 cut short"
 
 
 def test_bad_benchmark_options_are_rejected(tmp_path):

@@ -47,7 +47,7 @@ def test_enjoy_rescores_a_checkpoint(tmp_path):
 
 def test_enjoy_refuses_what_it_cannot_load_with_one_line(tmp_path):
     short_run("sac_baseline", tmp_path, "--env-id", "Pendulum-v1", "--run-name", "saved", "--save-model")
-    model = torch.load(tmp_path / "runs" / "saved" / "sac_baseline.pt", weights_only=False)
+    model = torch.load(tmp_path / "runs" / "saved" / "sac_baseline.pt", weights_only=True)
     torch.save({**model, "args": {**model["args"], "old_flag": 3}}, tmp_path / "old.pt")
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     (tmp_path / "notes.txt").write_text("not a model\n")

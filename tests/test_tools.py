@@ -54,7 +54,7 @@ def test_checkpoint_size_reports_a_size_that_grows_with_the_buffer():
 
 def test_inference_time_refuses_what_it_would_not_time(tmp_path):
     short_run("sac_baseline", tmp_path, "--env-id", "Pendulum-v1", "--run-name", "saved", "--save-model")
-    model = torch.load(tmp_path / "runs" / "saved" / "sac_baseline.pt", weights_only=False)
+    model = torch.load(tmp_path / "runs" / "saved" / "sac_baseline.pt", weights_only=True)
     torch.save({"args": model["args"], "modules": {k: v for k, v in model.items() if k != "args"}}, tmp_path / "checkpoint.pt")
     torch.save({**model, "args": {**model["args"], "exp_name": "my_sac"}}, tmp_path / "renamed.pt")
     cases = {"checkpoint.pt": "is a training checkpoint", "renamed.pt": "--exp-name 'my_sac', which names no algorithm file"}

@@ -40,7 +40,7 @@ def trained_model(path: Path, env_id: str) -> tuple[str, dict]:
     """(the file that wrote it, its saved model) of a --load path: a model written by --save-model on --env-id, whose
     exp_name names an algorithm file; anything else is refused in one line."""
     try:
-        saved_args, _, is_checkpoint = read_saved(path)
+        saved_args, saved, is_checkpoint = read_saved(path)
         module = writer_of(saved_args, path, require_exp_name=True)
     except ValueError as err:
         fail(str(err))
@@ -48,7 +48,7 @@ def trained_model(path: Path, env_id: str) -> tuple[str, dict]:
         fail(f"{path} is a training checkpoint; --load takes the model that --save-model writes (runs/RUN/{module.__name__}.pt)")
     if saved_args.get("env_id") != env_id:
         fail(f"{path} was trained on {saved_args.get('env_id')}: time it with --env-id {saved_args.get('env_id')}")
-    return module.__name__, torch.load(path, map_location="cpu", weights_only=True)
+    return module.__name__, saved
 
 
 def build_policy(algo: str, obs_dim: int, action_dim: int, action_scale: torch.Tensor, device: torch.device, checkpoint: dict | None):

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from runs import read_saved  # noqa: E402
 
 
 class RecordingPolicy:
@@ -55,7 +57,7 @@ def visited_states(fpmd_r, args, envs, networks, num_states: int, seed: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="a saved fpmd_r.pt (python fpmd_r.py ... --save-model)")
+    parser.add_argument("checkpoint", type=Path, help="a saved fpmd_r.pt (python fpmd_r.py ... --save-model) or an fpmd_r run's checkpoint.pt")
     parser.add_argument("--out", type=Path, default=Path("flow_trajectories.png"))
     parser.add_argument("--num-states", type=int, default=4)
     parser.add_argument("--num-particles", type=int, default=64)
@@ -69,15 +71,18 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    checkpoint = torch.load(args_cli.checkpoint, map_location="cpu", weights_only=True)
-    args = fpmd_r.Args(**checkpoint["args"])
+    try:
+        saved_args, states, _ = read_saved(args_cli.checkpoint)  # weights_only: reading it runs no code
+        args = fpmd_r.Args(**saved_args)
+    except (ValueError, TypeError) as err:  # TypeError: arguments fpmd_r.py does not take
+        sys.exit(f"plot_flow_trajectories.py: error: {str(err).splitlines()[0]}")
     envs = fpmd_r.make_vector_env(args.env_id, args_cli.seed, 1)
     obs_dim, action_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     if action_dim < 2:
         sys.exit(f"plot_flow_trajectories.py: error: {args.env_id} has {action_dim} action dimension; two are plotted")
     networks = fpmd_r.make_networks(obs_dim, action_dim, torch.ones(action_dim), args)
     for name, network in networks.items():
-        network.load_state_dict(checkpoint[name])
+        network.load_state_dict(states[name])
     torch.manual_seed(args_cli.seed)
     states = visited_states(fpmd_r, args, envs, networks, args_cli.num_states, args_cli.seed)
     envs.close()

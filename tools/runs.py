@@ -74,16 +74,22 @@ def run_arguments(run_dir) -> dict[str, str]:
 
 def read_saved(path: Path) -> tuple[dict, dict, bool]:
     """The saved arguments and networks' state dicts of a model written by --save-model or of a run's checkpoint.pt,
-    and whether it is a checkpoint; ValueError, its message one line, for anything else. Only load files you trust:
-    a checkpoint holds pickled random states."""
+    and whether it is a checkpoint; ValueError, its message one line, for anything else. Read with weights_only=True:
+    tensors and plain data only, so that no file, whoever wrote it, runs code when it is read."""
+    import pickle
+
     import torch
 
     if not path.is_file():
         raise ValueError(f"no file {path}")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # not a torch file at all
-        raise ValueError(f"{path} is not a model or checkpoint of these files ({type(err).__name__}: {err})") from None
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only met an object that only running code could rebuild
+        raise ValueError(f"{path} holds objects other than tensors and plain data, and loading those could run code (a checkpoint "
+                         "written before checkpoint format 2, or not by these algorithm files): it is not loaded") from None
+    except Exception as err:  # cut short, or not a torch file at all
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path} cannot be read ({type(err).__name__}: {reason}): truncated, or not a model or checkpoint of these files") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("args"), dict):
         raise ValueError(f"{path} is not a model or checkpoint of these files: it holds no saved arguments")
     return saved["args"], saved.get("modules", saved), "modules" in saved  # a checkpoint keeps them under "modules"
