@@ -9,7 +9,7 @@ and the file's own make_inference_policy acts (one observation at a time, as in 
 the returns are those of the policy that evaluation scores. Episodes run one after another in one env, seeded once
 with --seed, and the policy's noise is seeded from --seed too: the same seed gives the same returns (on a CPU).
 With --capture-video every episode is written to videos/{run_name}-enjoy/ (on a machine without a screen, set
-MUJOCO_GL=egl). Only load files you trust: a checkpoint holds pickled random states.
+MUJOCO_GL=egl). The file is read with weights_only=True (tensors and plain data): reading it runs no code.
 """
 
 import argparse
