@@ -544,11 +544,20 @@ def open_evaluations(path: str, resume_step: int | None):
 CHECKPOINT_FORMAT = 2  # 2: tensors and plain data only, read with weights_only=True; 1 (before it) pickled NumPy objects
 
 
-def plain_numpy_state(state: dict) -> dict:
-    """A NumPy random state with its arrays as lists (MT19937's key): plain data, which a weights_only load reads back
-    and NumPy's state setters take as they are."""
-    return {key: plain_numpy_state(value) if isinstance(value, dict) else value.tolist() if isinstance(value, np.ndarray) else value
-            for key, value in state.items()}
+def numpy_random_state(rng) -> dict:
+    """The state of NumPy's global generator (np.random), of a legacy RandomState (dm_control's envs draw from one) or
+    of a Generator (Gymnasium's envs), as plain data: MT19937's key array becomes a list, which a weights_only load
+    reads back and NumPy's state setters take as it is."""
+    state = rng.get_state(legacy=False) if hasattr(rng, "get_state") else rng.bit_generator.state
+    return {**state, "state": {name: value.tolist() if isinstance(value, np.ndarray) else value for name, value in state["state"].items()}}
+
+
+def set_numpy_random_state(rng, state: dict) -> None:
+    """Put back a state taken by numpy_random_state."""
+    if hasattr(rng, "set_state"):
+        rng.set_state(state)
+    else:
+        rng.bit_generator.state = state
 
 
 def training_state(args: Args, modules: dict, tensors: dict, counters: dict, rb: ReplayBuffer, vector_envs: list) -> dict:
@@ -556,9 +565,9 @@ def training_state(args: Args, modules: dict, tensors: dict, counters: dict, rb:
     (temperature, running statistics), the loop's counters, the filled replay buffer, and every random state:
     python, numpy, torch (CPU and CUDA), the buffer's generator and each env's. Tensors and plain data (numbers,
     strings, lists, tuples, dicts) only, so that reading it back with weights_only=True runs no code."""
-    random_states = {"python": random.getstate(), "numpy": plain_numpy_state(np.random.get_state(legacy=False)),
+    random_states = {"python": random.getstate(), "numpy": numpy_random_state(np.random),
                      "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                     "envs": [[plain_numpy_state(env.np_random.bit_generator.state) for env in vec.unwrapped.envs] for vec in vector_envs]}
+                     "envs": [[numpy_random_state(env.np_random) for env in vec.unwrapped.envs] for vec in vector_envs]}
     return {"format": CHECKPOINT_FORMAT, "written_by": os.path.basename(__file__), "args": asdict(args),
             "modules": {name: module.state_dict() for name, module in modules.items()},
             "tensors": {name: tensor.detach().clone() for name, tensor in tensors.items()}, "counters": counters,
@@ -621,13 +630,13 @@ def restore_training_state(state: dict, modules: dict, tensors: dict, rb: Replay
             tensor.copy_(state["tensors"][name])
     rb.load_state_dict(state["buffer"])
     random.setstate(state["random"]["python"])
-    np.random.set_state(state["random"]["numpy"])
+    set_numpy_random_state(np.random, state["random"]["numpy"])
     torch.set_rng_state(state["random"]["torch"])
     if torch.cuda.is_available() and state["random"]["cuda"]:
         torch.cuda.set_rng_state_all(state["random"]["cuda"])
     for vec, env_states in zip(vector_envs, state["random"]["envs"]):
         for env, env_state in zip(vec.unwrapped.envs, env_states):
-            env.np_random.bit_generator.state = env_state
+            set_numpy_random_state(env.np_random, env_state)
     return state["counters"]
 
 

@@ -80,6 +80,12 @@ def build_training_objects(module, args):
     return modules, tensors, rb, vector_envs
 
 
+def draw_from_a_legacy_random_state(vector_envs, seed: int) -> None:
+    """One env of the second vector env draws from a legacy np.random.RandomState from now on, as dm_control's envs do;
+    the others keep Gymnasium's Generator. A seeded reset would replace it."""
+    vector_envs[1].unwrapped.envs[1].unwrapped.np_random = np.random.RandomState(seed)
+
+
 def assert_same(saved, restored, where="state") -> None:
     """Equal, tensor by tensor, through nested dicts and lists."""
     if isinstance(saved, dict):
@@ -110,6 +116,8 @@ def test_restored_state_equals_the_saved_state(algo, tmp_path):
     for vec in vector_envs:
         vec.reset(seed=3)
         vec.step(np.zeros((2, 1), dtype=np.float32))
+    draw_from_a_legacy_random_state(vector_envs, seed=5)
+    vector_envs[1].reset()  # a draw from it before the checkpoint
     for _ in range(40):  # 80 rows into 64: the buffer has wrapped around
         rb.add(np.random.randn(2, 3), np.random.randn(2, 3), torch.randn(2, 1), np.random.randn(2), np.random.rand(2) < 0.1)
     rb.sample(8)
@@ -123,6 +131,7 @@ def test_restored_state_equals_the_saved_state(algo, tmp_path):
 
     torch.manual_seed(1)  # other initial weights: the restore must overwrite them
     fresh_modules, fresh_tensors, fresh_rb, fresh_envs = build_training_objects(module, args)
+    draw_from_a_legacy_random_state(fresh_envs, seed=6)
     checkpoint, problem = module.read_checkpoint(path, args)
     assert problem is None
     restored_counters = module.restore_training_state(checkpoint, fresh_modules, fresh_tensors, fresh_rb, fresh_envs)
