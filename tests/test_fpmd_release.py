@@ -134,3 +134,17 @@ def test_every_linear_layer_has_the_release_initialisation(fpmd):
         assert layer.weight.abs().max().item() <= 2 * bound + 1e-6
         if layer.weight.numel() >= 4096:  # enough weights for a tight std estimate
             assert layer.weight.std().item() == pytest.approx(truncated_std * bound, rel=0.05)
+
+
+def test_mish_is_x_tanh_softplus_x_with_its_gradient(fpmd):
+    """The one-exp Mish of the flow files against the closed form x tanh(log(1 + e^x)) in float64, values and
+    derivatives, from deep negatives through the clamp at 20 to 1e30."""
+    x = torch.cat([torch.linspace(-60.0, 60.0, 24001), torch.tensor([-1e30, -100.0, 19.99, 20.0, 20.01, 100.0, 1e30])])
+    x.requires_grad_(True)
+    exact_input = x.detach().double().requires_grad_(True)
+    exact = exact_input * torch.tanh(torch.nn.functional.softplus(exact_input))
+    value = fpmd.mish(x)
+    torch.testing.assert_close(value.double(), exact.detach(), rtol=2e-6, atol=1e-12)
+    (gradient,), (exact_gradient,) = torch.autograd.grad(value.sum(), x), torch.autograd.grad(exact.sum(), exact_input)
+    torch.testing.assert_close(gradient.double(), exact_gradient, rtol=1e-5, atol=1e-6)
+    assert isinstance(fpmd.mlp(2, 1)[1], fpmd.Mish)  # the networks use it
