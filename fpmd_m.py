@@ -675,11 +675,12 @@ def read_checkpoint(path: str, args: Args) -> tuple[dict | None, str | None]:
     start_over = "remove it to start the run over"
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # weights_only met an object that only running code could rebuild
-        return None, (f"--resume: {path} holds objects other than tensors and plain data, and loading those could run code (a "
-                      f"checkpoint written before format {CHECKPOINT_FORMAT}, or not by these algorithm files); {start_over}")
-    except Exception as err:  # cut short (a kill during a copy), or not a torch file at all
-        reason = (str(err).strip().splitlines() or [""])[0]
+    except Exception as err:
+        if isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err):  # weights_only refused a class or function
+            return None, (f"--resume: {path} holds objects other than tensors and plain data, and loading those could run code (a "
+                          f"checkpoint written before format {CHECKPOINT_FORMAT}, or not by these algorithm files); {start_over}")
+        # cut short (a kill during a copy), or not a torch file at all (a text file reads as a pickle that weights_only refuses)
+        reason = "not a pickle of torch.save" if isinstance(err, pickle.UnpicklingError) else (str(err).strip().splitlines() or [""])[0]
         return None, f"--resume: {path} cannot be read ({type(err).__name__}: {reason}): truncated or not a checkpoint; {start_over}"
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         return None, f"--resume: {path} is not a checkpoint of format {CHECKPOINT_FORMAT} (an older one, or a saved model); {start_over}"

@@ -66,6 +66,8 @@ def test_every_refused_checkpoint_gets_one_line_and_stays_as_it_was(algo, tmp_pa
         assert expected in resume_problem(module, flags, tmp_path, monkeypatch), name
         assert path.read_bytes() == written and (path.parent / "evaluations.csv").read_text() == evaluations, name
     assert not (tmp_path / "marker").exists()  # the crafted pickle never ran
+    path.write_text("not a checkpoint\n")  # a text file reads as a pickle that weights_only refuses: not a crafted one
+    assert "cannot be read (UnpicklingError: not a pickle of torch.save)" in resume_problem(module, flags, tmp_path, monkeypatch)
 
     torch.save(checkpoint, path)  # the file itself, cut to half its size, from the command line: one line, no traceback
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -84,8 +86,10 @@ def test_the_tools_refuse_a_file_that_would_run_code_and_a_truncated_one_with_on
     whole = (tmp_path / "whole.pt").read_bytes()
     (tmp_path / "truncated.pt").write_bytes(whole[: len(whole) // 2])
     commands = {"enjoy.py": [], "inference_time.py": ["--load"], "plot_flow_trajectories.py": []}
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    cases = {"crafted.pt": "holds objects other than tensors and plain data", "truncated.pt": "cannot be read (", "notes.txt": "cannot be read ("}
     for tool, before in commands.items():
-        for name, expected in (("crafted.pt", "holds objects other than tensors and plain data"), ("truncated.pt", "cannot be read (")):
+        for name, expected in cases.items():
             result = run_tool(tool, *before, str(tmp_path / name), cwd=tmp_path)
             assert result.returncode != 0 and "Traceback" not in result.stderr, (tool, name, result.stderr[-2000:])
             lines = result.stderr.strip().splitlines()

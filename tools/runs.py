@@ -84,12 +84,14 @@ def read_saved(path: Path) -> tuple[dict, dict, bool]:
         raise ValueError(f"no file {path}")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # weights_only met an object that only running code could rebuild
-        raise ValueError(f"{path} holds objects other than tensors and plain data, and loading those could run code (a checkpoint "
-                         "written before checkpoint format 2, or not by these algorithm files): it is not loaded") from None
-    except Exception as err:  # cut short, or not a torch file at all
-        reason = (str(err).strip().splitlines() or [""])[0]
-        raise ValueError(f"{path} cannot be read ({type(err).__name__}: {reason}): truncated, or not a model or checkpoint of these files") from None
+    except Exception as err:
+        if isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err):  # weights_only refused a class or function
+            raise ValueError(f"{path} holds objects other than tensors and plain data, and loading those could run code (a "
+                             "checkpoint written before checkpoint format 2, or not by these algorithm files): not loaded") from None
+        # cut short, or not a torch file at all (a text file reads as a pickle that weights_only refuses)
+        reason = "not a pickle of torch.save" if isinstance(err, pickle.UnpicklingError) else (str(err).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path} cannot be read ({type(err).__name__}: {reason}): truncated, or not a model or checkpoint of these"
+                         " files") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("args"), dict):
         raise ValueError(f"{path} is not a model or checkpoint of these files: it holds no saved arguments")
     return saved["args"], saved.get("modules", saved), "modules" in saved  # a checkpoint keeps them under "modules"
