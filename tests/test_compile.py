@@ -22,6 +22,7 @@ import torch._inductor.config
 import tyro
 from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.utils import counters
+from torch._functorch.aot_autograd import make_boxed_func
 from conftest import TINY_ARGS, load_algo, read_evaluations, run_algo
 from test_resume import StopAfterCheckpoint
 
@@ -151,9 +152,10 @@ def find_non_static_mutations(mutations: list[str]):
             for index, info in enumerate(metadata.input_info):
                 if info.mutates_data and index not in static:
                     mutations.append(names[index] if len(names) == len(metadata.input_info) else f"input {index}")
-            return graph
+            return make_boxed_func(graph)
 
-        return aot_autograd(fw_compiler=inspect, bw_compiler=lambda graph, _: graph, inference_compiler=inspect)(graph_module, example_inputs)
+        return aot_autograd(fw_compiler=inspect, bw_compiler=lambda graph, _: make_boxed_func(graph), inference_compiler=inspect)(
+            graph_module, example_inputs)
 
     return backend
 
