@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduce the papers' MuJoCo tables: every (algorithm x env x seed) trains as its own process.
+# Reproduce the papers' MuJoCo tables (and the MFPO paper's DeepMind Control Suite tasks): every (algorithm x env x
+# seed) trains as its own process.
 #
 #   ./benchmark.sh                                  # all algorithm files x the 10 tasks x seeds 1-5, one at a time
 #   ./benchmark.sh --algos fpmd_r sac_baseline --envs Hopper-v4 --seeds 1 2 --workers 4   # lists quoted or not
@@ -7,10 +8,15 @@
 #   ./benchmark.sh --estimate --workers 4           # the hours it would take here, measured first; runs nothing
 #   ./benchmark.sh --slurm --workers 20 --time 48:00:00 --gpus-per-task 1   # one sbatch job array
 #   ./benchmark.sh --envs Hopper-v4 -- --eval-episodes 5                    # flags after -- go to every run
+#   ./benchmark.sh --suite dmc-hard --estimate      # the DeepMind Control Suite's 6 hard tasks instead (needs dm-control)
 #
 # Options (or the environment variables in brackets):
 #   --algos LIST            algorithm files, without .py [ALGOS]; default: every *.py beside this script
-#   --envs LIST             env ids [ENVS]; default: the FPMD paper's 10 MuJoCo tasks (Pusher-v5 for Pusher-v4)
+#   --suite NAME            the tasks [SUITE]: mujoco (default), the FPMD paper's 10 MuJoCo tasks (Pusher-v5 for
+#                           Pusher-v4); or dmc-hard, the DeepMind Control Suite's 6 hard tasks of the MFPO paper's
+#                           Appendix E.2 (dog-run, dog-trot, dog-stand, dog-walk, humanoid-run, humanoid-walk, as
+#                           dm_control/...-v0 ids; pip install dm-control "shimmy[dm-control]"), 1M env steps each
+#   --envs LIST             env ids [ENVS], in place of the suite's
 #   --seeds LIST            [SEEDS]; default "1 2 3 4 5"
 #   --total-timesteps N     one budget for every run [TOTAL_TIMESTEPS]; default: the papers' per-task budgets
 #   --workers N             parallel local runs, or the Slurm array's concurrency [WORKERS]; default 1
@@ -24,7 +30,7 @@
 #                           --partition P --time T --gpus-per-task G --cpus-per-task C --mem M
 #
 # Every run is evaluated as the FPMD paper's Table 1 was: every 25k env steps, 20 episodes (flags after -- override).
-# Runs are named {env}__{algo}__{seed} under OUT/runs. A run that wrote its completion marker and holds no checkpoint
+# Runs are named {env}__{algo}__{seed} under OUT/runs ({env}: the id, '/' as '-'). A run that wrote its completion marker and holds no checkpoint
 # is finished and skipped (tools/runs.py has that definition); a run with a checkpoint continues from it (--resume);
 # one with neither (killed before its first checkpoint) is moved to OUT/interrupted/ and starts again. A failing run writes OUT/logs/{run}.log and the
 # others go on. The last line sums it up, and the exit status is non-zero if any run failed. With several GPUs
@@ -34,8 +40,10 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PAPER_ENVS="HalfCheetah-v4 Reacher-v4 Humanoid-v4 Pusher-v5 InvertedPendulum-v4 Ant-v4 Hopper-v4 Swimmer-v4 Walker2d-v4 InvertedDoublePendulum-v4"
+DMC_HARD_ENVS="dm_control/dog-run-v0 dm_control/dog-trot-v0 dm_control/dog-stand-v0 dm_control/dog-walk-v0 dm_control/humanoid-run-v0 dm_control/humanoid-walk-v0"
+SUITE=${SUITE:-mujoco}
 ALGOS=${ALGOS:-$(cd "$ROOT" && ls -- *.py 2>/dev/null | sed 's/\.py$//' | tr '\n' ' ')}
-ENVS=${ENVS:-$PAPER_ENVS}
+ENVS=${ENVS:-}
 SEEDS=${SEEDS:-"1 2 3 4 5"}
 TOTAL_TIMESTEPS=${TOTAL_TIMESTEPS:-}
 WORKERS=${WORKERS:-1}
@@ -55,6 +63,7 @@ while (($#)); do
       while (($#)) && [[ $1 != --* ]]; do values+=("$1"); shift; done
       ((${#values[@]})) || die "$option needs a list, e.g. $option \"a b\" or $option a b"
       case $option in --algos) ALGOS=${values[*]} ;; --envs) ENVS=${values[*]} ;; --seeds) SEEDS=${values[*]} ;; esac ;;
+    --suite) SUITE=$2; shift 2 ;;
     --total-timesteps) TOTAL_TIMESTEPS=$2; shift 2 ;;
     --workers) WORKERS=$2; shift 2 ;;
     --checkpoint-freq) CHECKPOINT_FREQ=$2; shift 2 ;;
@@ -69,6 +78,11 @@ while (($#)); do
     *) die "unknown option $1 (see the header of benchmark.sh)" ;;
   esac
 done
+case $SUITE in
+  mujoco) ENVS=${ENVS:-$PAPER_ENVS} ;;
+  dmc-hard) ENVS=${ENVS:-$DMC_HARD_ENVS} ;;
+  *) die "--suite must be mujoco or dmc-hard, got '$SUITE'" ;;
+esac
 [[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "--workers must be a positive integer, got '$WORKERS'"
 [[ -z $TOTAL_TIMESTEPS || $TOTAL_TIMESTEPS =~ ^[1-9][0-9]*$ ]] || die "--total-timesteps must be a positive integer"
 [[ $CHECKPOINT_FREQ =~ ^[0-9]+$ ]] || die "--checkpoint-freq must be a non-negative integer, got '$CHECKPOINT_FREQ'"
@@ -82,8 +96,13 @@ budget() {  # ALGO ENV
   else echo 1000000; fi
 }
 
+run_name() {  # ALGO ENV SEED: {env}__{algo}__{seed}, the env id's '/' as '-' so that every run is one folder deep
+  local env=${2//\//-}
+  echo "${env}__${1}__${3}"
+}
+
 build_command() {  # ALGO ENV SEED: the training command, into the array CMD
-  CMD=("$PYTHON" "$ROOT/$1.py" --env-id "$2" --seed "$3" --run-name "${2}__${1}__${3}" --total-timesteps "$(budget "$1" "$2")")
+  CMD=("$PYTHON" "$ROOT/$1.py" --env-id "$2" --seed "$3" --run-name "$(run_name "$@")" --total-timesteps "$(budget "$1" "$2")")
   # the FPMD paper's evaluation protocol (40 evaluations of 20 episodes per 1M steps; the FPMD files' defaults) for
   # every file: the best of many noisy evaluations is higher than the best of few, so the table compares like with like
   CMD+=(--eval-freq 25000 --eval-episodes 20 --checkpoint-freq "$CHECKPOINT_FREQ")
@@ -98,7 +117,8 @@ finished_runs() {  # RUN_DIR...: those of them that are finished, one per line (
 # One run with the resumability rules. Exit status: 0 trained now, 10 already finished, else failed.
 run_one() {  # ALGO ENV SEED
   local algo=$1 env=$2 seed=$3
-  local name=${env}__${algo}__${seed}
+  local name
+  name=$(run_name "$algo" "$env" "$seed")
   local dir=$OUT/runs/$name log=$OUT/logs/$name.log
   if [[ -n $(finished_runs "$dir") ]]; then echo "skip    $name (finished)"; return 10; fi
   mkdir -p "$OUT/logs" "$OUT/interrupted"
@@ -137,13 +157,13 @@ print_commands() {  # the command of every run that is not finished, one per lin
   for run in "${RUNS[@]}"; do
     # shellcheck disable=SC2086
     set -- $run
-    dirs+=("$OUT/runs/${2}__${1}__${3}")
+    dirs+=("$OUT/runs/$(run_name "$@")")
   done
   finished=$(finished_runs "${dirs[@]}")
   for run in "${RUNS[@]}"; do
     # shellcheck disable=SC2086
     set -- $run
-    grep -qxF "$OUT/runs/${2}__${1}__${3}" <<<"$finished" && continue
+    grep -qxF "$OUT/runs/$(run_name "$@")" <<<"$finished" && continue
     build_command "$1" "$2" "$3"
     line=$(printf '%q ' "${CMD[@]}")
     echo "${line% }"

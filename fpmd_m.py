@@ -90,9 +90,11 @@ class Args:
     save_model: bool = False
     """whether to save the networks and the arguments to runs/{run_name}/{exp_name}.pt at the end"""
     run_name: str = ""
-    """name of the run directory under runs/; empty means {env_id}__{exp_name}__{seed}__{unix time}"""
+    """name of the run directory under runs/ (one folder name); empty means {env}__{exp_name}__{seed}__{unix time}, where
+    {env} is the env id with '/' as '-' (dm_control/cheetah-run-v0 -> dm_control-cheetah-run-v0)"""
     env_id: str = "Hopper-v4"
-    """the id of the Gymnasium environment (Box action space)"""
+    """the id of the Gymnasium environment (Box action space), or a DeepMind Control Suite task as
+    dm_control/<domain>-<task>-v0 (needs dm-control and shimmy)"""
     total_timesteps: int = 1_000_000
     """total env steps of the experiment, summed over the vector envs"""
     num_envs: int = 5
@@ -180,6 +182,8 @@ def find_arg_problem(args: Args) -> str | None:
         return f"--learning-starts must be >= 0, got {args.learning_starts}"
     if args.checkpoint_freq < 0:
         return f"--checkpoint-freq must be >= 0, got {args.checkpoint_freq}"
+    if "/" in args.run_name:
+        return f"--run-name must be one folder name, without '/', got {args.run_name!r}"
     if args.resume and not args.run_name:
         return "--resume needs the --run-name of the run to continue"
     if args.track and importlib.util.find_spec("wandb") is None:
@@ -196,10 +200,22 @@ def find_arg_problem(args: Args) -> str | None:
         return f"--flow-ratio must lie in [0, 1], got {args.flow_ratio}"
     if not 0 <= args.lr_decay_start <= args.lr_decay_end:
         return f"--lr-decay-start ({args.lr_decay_start}) must lie in [0, --lr-decay-end ({args.lr_decay_end})]"
+    return find_env_problem(args.env_id)
+
+
+def find_env_problem(env_id: str) -> str | None:
+    """Why `env_id` names no task here, as a one-line message, or None. The DeepMind Control Suite's ids
+    (dm_control/<domain>-<task>-v0) exist once shimmy is imported: importing it registers them."""
+    if env_id.startswith("dm_control/"):
+        try:
+            import dm_control  # noqa: F401
+            import shimmy  # noqa: F401
+        except ImportError:
+            return f'--env-id {env_id}: the DeepMind Control Suite needs dm-control and shimmy: pip install dm-control "shimmy[dm-control]"'
     try:
-        gym.spec(args.env_id)
+        gym.spec(env_id)
     except gym.error.Error as err:
-        return f"--env-id {args.env_id!r}: {err}"
+        return f"--env-id {env_id!r}: {err}"
     return None
 
 
@@ -220,13 +236,28 @@ def find_compile_problem(on_cuda: bool) -> str | None:
     return None
 
 
+def make_gym_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+    """gym.make, and a DeepMind Control Suite task made like the others: its Dict of float64 observations becomes one
+    float32 vector (the Dict's keys in order), and its videos play in real time (shimmy says 10 frames/s)."""
+    if not env_id.startswith("dm_control/"):
+        return gym.make(env_id, render_mode=render_mode)
+    import shimmy  # noqa: F401  (registers the dm_control/ ids)
+
+    env = gym.make(env_id, render_mode=render_mode)
+    with warnings.catch_warnings():  # the bounds are +-inf: float32 loses nothing of them
+        warnings.filterwarnings("ignore", ".*precision lowered by casting to float32")
+        env = gym.wrappers.DtypeObservation(gym.wrappers.FlattenObservation(env), np.float32)
+    env.metadata = {**env.metadata, "render_fps": round(1 / env.unwrapped.dt)}  # one frame per control step
+    return env
+
+
 def make_env(env_id: str, seed: int, idx: int, capture_video: bool, run_name: str):
     def thunk():
         if capture_video and idx == 0:
-            env = gym.make(env_id, render_mode="rgb_array")
+            env = make_gym_env(env_id, render_mode="rgb_array")
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
         else:
-            env = gym.make(env_id)
+            env = make_gym_env(env_id)
         env.action_space.seed(seed)
         return env
 
@@ -719,7 +750,7 @@ def main(args: Args) -> None:
     problem = find_arg_problem(args)
     if problem:
         sys.exit(f"{args.exp_name}: error: {problem}")
-    run_name = args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = args.run_name or f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = os.path.join("runs", run_name)
     checkpoint_path, checkpoint = os.path.join(run_dir, "checkpoint.pt"), None
     if args.resume:

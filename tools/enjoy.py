@@ -51,7 +51,9 @@ def main() -> None:
     args = module.Args(**saved_args)
     warnings.filterwarnings("ignore", ".*is out of date", DeprecationWarning)  # the -v4 tasks are the papers' choice
 
-    env = gym.make(args.env_id, render_mode="rgb_array" if cli.capture_video else None)
+    if problem := module.find_env_problem(args.env_id):
+        fail(problem)
+    env = module.make_gym_env(args.env_id, render_mode="rgb_array" if cli.capture_video else None)
     if cli.capture_video:
         run_name = args.run_name or cli.path.parent.name
         env = gym.wrappers.RecordVideo(env, f"videos/{run_name}-enjoy", episode_trigger=lambda episode: True, disable_logger=True)

@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -97,7 +96,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     checkpoints = dict(trained_model(path, args.env_id) for path in args.load)
 
-    env = gym.make(args.env_id)
+    env_maker = importlib.import_module(args.algos[0])  # the five files make a task alike (a dm_control/ id flattened too)
+    if problem := env_maker.find_env_problem(args.env_id):
+        fail(problem)
+    env = env_maker.make_gym_env(args.env_id)
     obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
     action_scale = torch.as_tensor((env.action_space.high - env.action_space.low) / 2, dtype=torch.float32)
     observations = np.stack([env.reset(seed=seed)[0] for seed in range(64)])  # real start states, not zeros

@@ -4,7 +4,7 @@ env steps to first reach a return threshold, final and best eval return, steps/s
   python tools/learning_check.py --algos sac_baseline td3_baseline --env-id InvertedPendulum-v4 \
       --seeds 1 2 3 --threshold 1000 --workers 2 --out checks/ip -- --learning-starts 1000 --total-timesteps 30000
 
-Everything after `--` is passed to every run. Runs are named {env}__{algo}__{seed}; a run directory that already
+Everything after `--` is passed to every run. Runs are named as benchmark.sh names them; a run directory that already
 holds results is reported, not re-run. Each run uses one CPU thread, so `--workers` runs share the machine fairly.
 With --stop-at-threshold a run is ended at its first evaluation that reaches --threshold (what the check measures);
 with --max-minutes every run gets the same wall-clock budget.
@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runs import last_scalar, read_evaluations  # noqa: E402
+from runs import last_scalar, read_evaluations, run_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,15 +27,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_one(algo: str, env_id: str, seed: int, out: Path, extra: list[str], stop_at: float | None, max_minutes: float | None) -> None:
     """Train one run unless its results exist; with `stop_at`, end it once an evaluation reaches that return, with
     `max_minutes` once it has run that long (a wall-clock budget)."""
-    run_name = f"{env_id}__{algo}__{seed}"
-    run_dir = out / "runs" / run_name
+    name = run_name(env_id, algo, seed)
+    run_dir = out / "runs" / name
     if read_evaluations(run_dir):
         return
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = [sys.executable, str(ROOT / f"{algo}.py"), "--env-id", env_id, "--seed", str(seed)]
-    command += ["--run-name", run_name, "--no-cuda", *extra]
+    command += ["--run-name", name, "--no-cuda", *extra]
     start = time.time()
-    with open(out / f"{run_name}.log", "w") as log:
+    with open(out / f"{name}.log", "w") as log:
         process = subprocess.Popen(command, cwd=out, stdout=log, stderr=subprocess.STDOUT, env=env)
         while process.poll() is None:
             time.sleep(5)
@@ -68,7 +68,7 @@ def main() -> None:
     print("| algo | seed | env steps to return >= threshold | wall time then | last eval return (step) | best eval return | steps/s | wall time |")
     print("|---|---|---|---|---|---|---|---|")
     for algo, seed in jobs:
-        run_dir = args.out / "runs" / f"{args.env_id}__{algo}__{seed}"
+        run_dir = args.out / "runs" / run_name(args.env_id, algo, seed)
         rows = read_evaluations(run_dir)
         if not rows:
             print(f"| {algo} | {seed} | run failed, see {run_dir.name}.log | | | | | |")

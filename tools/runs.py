@@ -23,6 +23,12 @@ def algorithm_files() -> list[str]:
     return sorted(path.stem for path in ROOT.glob("*.py"))
 
 
+def run_name(env_id: str, algo: str, seed: int) -> str:
+    """benchmark.sh's name of a run, {env}__{algo}__{seed}: the env id with '/' as '-', so that a run is one folder deep
+    (dm_control/cheetah-run-v0 -> dm_control-cheetah-run-v0)."""
+    return f"{env_id.replace('/', '-')}__{algo}__{seed}"
+
+
 def is_finished(run_dir) -> bool:
     """A run is finished when it wrote its completion marker and holds no checkpoint. A run killed after its last
     evaluation, even after the marker, still holds its latest checkpoint: it is resumed, not skipped."""

@@ -49,7 +49,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from functools import cache
 from pathlib import Path
 
-import gymnasium as gym
 import torch
 import tyro
 
@@ -165,9 +164,9 @@ def measure(command: list[str], seconds: float, device: str, time_evaluation: bo
 def evaluation_seconds(module, args, device: str) -> tuple[float, int]:
     """One evaluation of --eval-episodes episodes with the file's own make_networks, make_inference_policy and
     evaluate (random weights), timed per vector step and scaled to the env's time limit; and the vector steps timed."""
-    env = gym.make(args.env_id)
+    env = module.make_gym_env(args.env_id)
     obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    time_limit = env.spec.max_episode_steps
+    time_limit = env.spec.max_episode_steps  # None for dm_control's tasks, which end their own episodes: all run full length
     torch_device = torch.device(device)
     low = torch.as_tensor(env.action_space.low, dtype=torch.float32, device=torch_device)
     high = torch.as_tensor(env.action_space.high, dtype=torch.float32, device=torch_device)
@@ -355,11 +354,8 @@ def main() -> None:
         envs = args.envs or (["Hopper-v4"] if args.floor else ["Hopper-v4", "Ant-v4", "Humanoid-v4"])
         commands = benchmark_commands(args.algos, envs, args.extra)
     for command in commands:  # a wrong env id gets its line before any child starts
-        env_id = parsed_args(command).env_id
-        try:
-            gym.spec(env_id)
-        except gym.error.Error as err:
-            fail(f"--env-id {env_id!r}: {err}")
+        if problem := load_file(command[1]).find_env_problem(parsed_args(command).env_id):
+            fail(problem)
     if args.floor:
         print_floor(list({rate_key(c): c for c in commands}.values()), args.seconds, args.device, args.jobs)
         return
