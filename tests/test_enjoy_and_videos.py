@@ -69,13 +69,13 @@ def render_shape() -> tuple[int, ...]:
     return tuple(int(size) for size in result.stdout.split())
 
 
-def video_frames(path) -> tuple[tuple[int, ...], int]:
-    """The frame shape and the number of frames of an MP4, read back with moviepy."""
+def video_frames(path) -> tuple[tuple[int, ...], int, float]:
+    """The frame shape, the number of frames and the frames per second of an MP4, read back with moviepy."""
     from moviepy import VideoFileClip
 
     clip = VideoFileClip(str(path))
     try:
-        return clip.get_frame(0).shape, round(clip.duration * clip.fps)
+        return clip.get_frame(0).shape, round(clip.duration * clip.fps), clip.fps
     finally:
         clip.close()
 
@@ -90,5 +90,5 @@ def test_videos_from_training_and_from_enjoy_are_real_mp4s(tmp_path):
     watched = sorted((tmp_path / "videos" / "filmed-enjoy").glob("*.mp4"))
     assert len(watched) == 2  # every episode
     for path in watched:
-        shape, frames = video_frames(path)
+        shape, frames, _ = video_frames(path)
         assert shape == frame_shape and frames >= 2

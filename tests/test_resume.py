@@ -29,7 +29,13 @@ def one_torch_thread():
 
 
 def test_killed_then_stopped_run_resumes_to_the_uninterrupted_schedule(algo, tmp_path):
-    flags = [*RESUMABLE_RUN, *TINY_ARGS[algo], "--run-name", "run"]
+    check_killed_then_stopped_run_resumes(algo, tmp_path, RESUMABLE_RUN)
+
+
+def check_killed_then_stopped_run_resumes(algo: str, tmp_path, run_flags: list[str]) -> None:
+    """Kill `algo` (SIGKILL) after a checkpoint, resume it, stop it (SIGTERM), resume it to its end: every evaluation of
+    the uninterrupted schedule once, those before the checkpoint untouched. `run_flags`: RESUMABLE_RUN's schedule."""
+    flags = [*run_flags, *TINY_ARGS[algo], "--run-name", "run"]
     run_dir = tmp_path / "runs" / "run"
     start = lambda *extra: subprocess.Popen(algo_command(algo, *flags, *extra), cwd=tmp_path, env=ONE_THREAD,
                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

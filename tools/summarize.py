@@ -12,7 +12,10 @@ Reads every {env}__{algo}__{seed}/evaluations.csv under RUNS_DIR (partial runs i
                               one of the same protocol (the FPMD paper: 40 evaluations of 20 episodes per 1M steps);
   walltime.md                 seeds, finished seeds, wall time, env steps reached and env steps/s of the runs;
   curves/{env}.png            eval return against env steps, mean +- std band over seeds per algorithm.
-Std is over seeds with ddof = 0. Pusher-v5 rows are compared with the paper's Pusher-v4 numbers.
+Std is over seeds with ddof = 0. Pusher-v5 rows are compared with the paper's Pusher-v4 numbers. A cell without a
+paper number says so ("paper: none"): the MFPO paper draws its results (MuJoCo, Fig. 2; the DeepMind Control Suite's
+hard tasks, Fig. 6) as curves only, and the FPMD paper has no DeepMind Control Suite table. A pair without runs reads
+"no runs". DeepMind Control Suite runs are named like the others: dm_control-dog-run-v0__{algo}__{seed}.
 """
 
 import argparse
@@ -118,24 +121,26 @@ def write_tables(runs, runs_dir: Path, out: Path) -> None:
 
     by_key = {(r["env"], r["algo"]): r for r in records}
     lines = ["# Results", "", "Best return: max over evaluations of the mean over episodes, per seed; mean ± std over "
-             "seeds (ddof 0). *paper*: FPMD paper Table 1 (5 seeds; Pusher-v4 there). [n]: seeds found, all "
-             "finished ([n, f finished]: f of them); steps: env steps reached (fewest over seeds).", ""]
+             "seeds (ddof 0). *paper*: FPMD paper Table 1 (5 seeds; Pusher-v4 there); *paper: none*: no table of either "
+             "paper has this number (the MFPO paper's results, MuJoCo and DeepMind Control Suite, are curves: its Fig. 2 "
+             "and Fig. 6). [n]: seeds found, all finished ([n, f finished]: f of them); steps: env steps reached (fewest "
+             "over seeds).", ""]
     lines += ["| env | " + " | ".join(algos) + " |", "|---" * (len(algos) + 1) + "|"]
     for env in envs:
         cells = []
         for algo in algos:
             r = by_key.get((env, algo))
             if r is None:
-                cells.append("")
+                cells.append("no runs")
                 continue
-            paper = f"<br>*paper {fmt(r['paper_best_mean'], r['paper_best_std'])}*" if r["paper_best_mean"] != "" else ""
+            paper = f"<br>*paper {fmt(r['paper_best_mean'], r['paper_best_std'])}*" if r["paper_best_mean"] != "" else "<br>*paper: none*"
             seeds = f"[{r['num_seeds']}]" if r["num_finished"] == r["num_seeds"] else f"[{r['num_seeds']}, {r['num_finished']} finished]"
             cells.append(f"{fmt(r['best_mean'], r['best_std'])} {seeds}{paper}<br>steps {r['min_steps']:.0f}")
         lines.append(f"| {env} | " + " | ".join(cells) + " |")
     lines += ["", "Final return (the last evaluation of each seed), mean ± std over seeds:", ""]
     lines += ["| env | " + " | ".join(algos) + " |", "|---" * (len(algos) + 1) + "|"]
     for env in envs:
-        cells = [fmt(by_key[(env, a)]["final_mean"], by_key[(env, a)]["final_std"]) if (env, a) in by_key else "" for a in algos]
+        cells = [fmt(by_key[(env, a)]["final_mean"], by_key[(env, a)]["final_std"]) if (env, a) in by_key else "no runs" for a in algos]
         lines.append(f"| {env} | " + " | ".join(cells) + " |")
     lines += ["", "Evaluation protocol of these runs (the FPMD paper's: 40 evaluations per run, every 25000 env steps after "
               "the 30000 warm-up steps, 20 episodes each):", "",
