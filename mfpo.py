@@ -297,14 +297,35 @@ class GELU(nn.Module):
         return gelu(x)
 
 
-def mlp(in_dim: int, out_dim: int, hidden_dim: int = 256, num_hidden: int = 3) -> nn.Sequential:
+ROW_BLOCK = 1024  # rows of a 256-wide layer whose activations (1 MB) stay in a CPU core's cache
+
+
+def in_row_blocks(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """layers(x), on a CPU ROW_BLOCK rows at a time: every layer acts on each row alone, so the result is the same,
+    and a block's activations stay in the core's cache from one layer to the next, where those of the critics'
+    12288-row proposal batches went to memory and back at every layer (a critic's forward there took 1.5x as long,
+    docs/measurements.md). On CUDA, and in compiled code, which fuses the layers' elementwise work itself, one call."""
+    if x.is_cuda or torch.compiler.is_compiling() or x[..., 0].numel() <= ROW_BLOCK:
+        return layers(x)
+    rows = x.reshape(-1, x.shape[-1])  # a sampler's (states, particles, features): every row alike
+    return torch.cat([layers(block) for block in rows.split(ROW_BLOCK)]).view(*x.shape[:-1], -1)
+
+
+class MLP(nn.Sequential):
+    """The layers in order, as nn.Sequential; a batch of many rows in blocks of rows (in_row_blocks)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return in_row_blocks(super().forward, x)
+
+
+def mlp(in_dim: int, out_dim: int, hidden_dim: int = 256, num_hidden: int = 3) -> MLP:
     """num_hidden x (Linear -> LayerNorm -> GELU), then a linear output: the release's body of every network, with
     Flax's default GELU, the tanh approximation."""
     layers = []
     for i in range(num_hidden):
         linear = nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim)
         layers += [linear, nn.LayerNorm(hidden_dim, eps=LAYER_NORM_EPS), GELU()]
-    return nn.Sequential(*layers, nn.Linear(hidden_dim, out_dim))
+    return MLP(*layers, nn.Linear(hidden_dim, out_dim))
 
 
 def xavier_init(module: nn.Module) -> nn.Module:
