@@ -150,8 +150,7 @@ def find_env_problem(env_id: str) -> str | None:
     (dm_control/<domain>-<task>-v0) exist once shimmy is imported: importing it registers them."""
     if env_id.startswith("dm_control/"):
         try:
-            import dm_control  # noqa: F401
-            import shimmy  # noqa: F401
+            import_dm_control()
         except ImportError:
             return f'--env-id {env_id}: the DeepMind Control Suite needs dm-control and shimmy: pip install dm-control "shimmy[dm-control]"'
     try:
@@ -159,6 +158,15 @@ def find_env_problem(env_id: str) -> str | None:
     except gym.error.Error as err:
         return f"--env-id {env_id!r}: {err}"
     return None
+
+
+def import_dm_control() -> None:
+    """Import dm_control and shimmy, which registers the dm_control/ ids. dm_control looks for an X11 display to render
+    with first and warns where there is none; a machine without one renders with MUJOCO_GL=egl in any case."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*DISPLAY environment variable is missing")
+        import dm_control  # noqa: F401
+        import shimmy  # noqa: F401
 
 
 def step_schedule(args: Args) -> tuple[int, int]:
@@ -181,8 +189,7 @@ def make_gym_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     float32 vector (the Dict's keys in order), and its videos play in real time (shimmy says 10 frames/s)."""
     if not env_id.startswith("dm_control/"):
         return gym.make(env_id, render_mode=render_mode)
-    import shimmy  # noqa: F401  (registers the dm_control/ ids)
-
+    import_dm_control()
     env = gym.make(env_id, render_mode=render_mode)
     with warnings.catch_warnings():  # the bounds are +-inf: float32 loses nothing of them
         warnings.filterwarnings("ignore", ".*precision lowered by casting to float32")
