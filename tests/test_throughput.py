@@ -42,8 +42,16 @@ class ReplayBuffer:
         pass
 
 
+def find_env_problem(env_id):
+    return None
+
+
+def make_gym_env(env_id, render_mode=None):
+    return gym.make(env_id, render_mode=render_mode)
+
+
 def make_vector_env(env_id, seed, num_envs):
-    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * num_envs)
+    return gym.vector.SyncVectorEnv([lambda: make_gym_env(env_id)] * num_envs)
 
 
 def step_schedule(args):
