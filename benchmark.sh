@@ -30,8 +30,8 @@
 #                           --partition P --time T --gpus-per-task G --cpus-per-task C --mem M
 #
 # Every run is evaluated as the FPMD paper's Table 1 was: every 25k env steps, 20 episodes (flags after -- override).
-# Runs are named {env}__{algo}__{seed} under OUT/runs ({env}: the id, '/' as '-'). A run that wrote its completion marker and holds no checkpoint
-# is finished and skipped (tools/runs.py has that definition); a run with a checkpoint continues from it (--resume);
+# Runs are named {env}__{algo}__{seed} under OUT/runs ({env}: the id, '/' as '-'). A run that wrote its completion
+# marker and holds no checkpoint is finished and skipped (tools/runs.py has that definition); a run with a checkpoint continues from it (--resume);
 # one with neither (killed before its first checkpoint) is moved to OUT/interrupted/ and starts again. A failing run writes OUT/logs/{run}.log and the
 # others go on. The last line sums it up, and the exit status is non-zero if any run failed. With several GPUs
 # visible, each local worker gets its own GPU. Slurm array tasks are submitted with --requeue: a preempted task
