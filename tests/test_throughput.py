@@ -200,3 +200,16 @@ def test_floor_times_a_file_eager_and_compiled_and_names_the_cpu(tmp_path):
     assert eager > 0 and compiled > 0 and ratio == pytest.approx(compiled / eager, abs=0.01)
     assert not (tmp_path / "t.json").exists() and not (tmp_path / "runs").exists()  # nothing written
 
+
+
+def test_rates_measured_with_a_preloaded_library_are_kept_apart(monkeypatch):
+    """The README's library for AMD CPUs changes the rates of the same code on the same machine: a table keeps them
+    under a machine name of their own, so an estimate never prices a launch with the other's rates."""
+    import throughput
+
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    plain = throughput.machine_name("cpu")
+    monkeypatch.setenv("LD_PRELOAD", "/opt/lib/libmkl_intel_path.so:/usr/lib/libother.so")
+    assert throughput.machine_name("cpu") == f"{plain} / LD_PRELOAD=libmkl_intel_path.so,libother.so"
+    command = ["python", "mfpo.py", "--env-id", "Hopper-v4"]
+    assert throughput.table_key(throughput.machine_name("cpu"), command, 1) != throughput.table_key(plain, command, 1)

@@ -106,9 +106,12 @@ def cpu_name() -> str:
 
 
 def machine_name(device: str) -> str:
-    """The machine and device a table describes: the host and its CPU, and the GPU's name on CUDA."""
+    """The machine and device a table describes: the host and its CPU, the GPU's name on CUDA, and the libraries
+    preloaded into every process (LD_PRELOAD), which can change the speed of the same code on the same CPU (the README's
+    library that puts MKL on its fast path on an AMD CPU: 1.15-1.26x)."""
     gpu = f" / {torch.cuda.get_device_name(0)}" if device == "cuda" else ""
-    return f"{platform.node()} / {cpu_name()}{gpu}"
+    preloaded = [Path(library).name for library in os.environ.get("LD_PRELOAD", "").replace(":", " ").split()]
+    return f"{platform.node()} / {cpu_name()}{gpu}" + (f" / LD_PRELOAD={','.join(preloaded)}" if preloaded else "")
 
 
 # ---- the child: one pair, in its own process -------------------------------------------------------------------------
