@@ -148,6 +148,38 @@ def test_jobs_measures_side_by_side_and_keeps_those_rates_apart(standin_root):
     assert len(json.loads(table_path.read_text())) == 4
 
 
+@pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda _: [])(0)) < 2, reason="--against needs two cores")
+def test_against_measures_two_trees_at_once_on_a_core_each_and_prints_their_ratio(standin_root, tmp_path_factory):
+    """Another checkout whose stand-in sleeps twice as long per update: its rate, measured at the same time on the other
+    core, is about half, and the printed ratio is the quotient of the printed rates."""
+    slower = tmp_path_factory.mktemp("slower")
+    shutil.copytree(standin_root, slower, dirs_exist_ok=True)
+    (slower / "standin.py").write_text(STANDIN.replace("= 0.01, 0.001,", "= 0.02, 0.001,", 1))
+    assert "= 0.02, 0.001," in (slower / "standin.py").read_text()
+    result = run([sys.executable, str(standin_root / "tools" / "throughput.py"), "--algos", "standin", "--envs", "Pendulum-v1",
+                  "--device", "cpu", "--seconds", "2", "--against", str(slower)], cwd=standin_root)
+    assert result.returncode == 0, result.stderr
+    row = next(line.split("|") for line in result.stdout.splitlines() if line.startswith("| standin | Pendulum-v1 |"))
+    there, here, ratio, overlap = float(row[3]), float(row[4]), float(row[5]), float(row[6].strip().rstrip("%"))
+    assert ratio == pytest.approx(here / there, abs=0.01) and 1.3 < ratio < 2.3  # 10 ms against 20 ms an update
+    assert overlap > 50  # side by side: the two timed windows share most of their seconds
+    cores = re.findall(r"\(cores \[(\d+)\], 1 torch thread\(s\)\)", result.stdout)  # each child on one core, one thread
+    assert len(cores) == 2 and cores[0] != cores[1], result.stdout
+    assert not (standin_root / "benchmark_runs").exists() and not (slower / "benchmark_runs").exists()  # no table written
+
+
+@pytest.mark.parametrize("flags", [["--against", "{empty}"], ["--against", "{checkout}", "--jobs", "2"], ["--against", "{checkout}", "--floor"]])
+def test_against_refuses_what_is_not_a_checkout_or_not_one_pair_at_a_time(flags, standin_root):
+    empty, checkout = standin_root / "empty", standin_root / "checkout"
+    empty.mkdir()
+    (checkout / "tools").mkdir(parents=True)
+    (checkout / "tools" / "throughput.py").write_text("")
+    result = run([sys.executable, str(standin_root / "tools" / "throughput.py"), "--algos", "standin", "--envs", "Pendulum-v1",
+                  "--device", "cpu", *(flag.format(empty=empty, checkout=checkout) for flag in flags)], cwd=standin_root)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "--against" in result.stderr, result.stderr
+
+
 def test_a_child_that_fails_stops_the_tool_with_one_line_naming_its_command_once(standin_root):
     table_path = standin_root / "t.json"
     result = run([sys.executable, str(standin_root / "tools" / "throughput.py"), "--algos", "standin", "--envs", "Pendulum-v1",

@@ -4,6 +4,7 @@
   python tools/throughput.py --envs Hopper-v4 -- --num-particles 4        # flags after -- go to every run
   python tools/throughput.py --floor --device cuda                        # eager and --compile at tiny shapes
   python tools/throughput.py --floor --device cuda --jobs 4               # four measurements at a time
+  python tools/throughput.py --algos mfpo --envs Hopper-v4 --device cpu --against ../old  # this tree beside another
   bash benchmark.sh --estimate --algos fpmd_m --seeds "1 2 3" --workers 4  # the bill of a launch (uses --estimate)
 
 Each (file, env) pair runs the command benchmark.sh would launch for it (from `benchmark.sh --dry-run`: the file's
@@ -30,6 +31,12 @@ table prints both rates and their ratio; nothing is written to --table, and no e
 benchmark.sh --workers N share them. Most of a child's time is start-up and (under --compile) compiling, so on a
 machine with N cores to spare a table takes about 1/N of the time. The rates are those of runs side by side: the
 table's header says how many, and --table keeps them apart from rates measured one at a time.
+
+--against DIR compares this tree's code with another checkout of the project (a worktree of an older commit, say) on
+this machine: each tree's own tool measures the same pairs, both at once, each pinned to a core of its own with one
+torch thread, so that a speed-up is measured side by side in one run rather than across runs on a shared machine. It
+prints each pair's rates in both trees, their ratio, and how much of the two timed windows overlapped (only rates
+timed at the same time are side by side). Nothing goes to --table.
 """
 
 import argparse
@@ -158,6 +165,7 @@ def measure(command: list[str], seconds: float, device: str, time_evaluation: bo
     eval_seconds, eval_vector_steps = evaluation_seconds(module, args, device) if time_evaluation else (None, 0)
     return {
         "command": rate_key(command), "machine": machine_name(device), "device": device, "threads": torch.get_num_threads(),
+        "cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,  # the ones it could run on
         "env_steps_per_s": (end_step - start_step) / (end - start), "iterations_per_s": (len(updates) - 1) / (end - start),
         "random_env_steps_per_s": random_rate, "eval_seconds": eval_seconds, "eval_vector_steps_timed": eval_vector_steps,
         "window": [stamp + time.time() - time.perf_counter() for stamp in (start, end)],  # the timed seconds, in unix time
@@ -318,6 +326,57 @@ def print_estimate(commands: list[list[str]], results: dict[str, dict], workers:
               " a run that overruns it stops with a checkpoint and resumes when benchmark.sh --slurm is run again)")
 
 
+def file_and_env(rate: str) -> tuple[str, str]:
+    """The file and the env of a rate key ("mfpo.py --env-id Hopper-v4 ..."): how two trees' measurements of the same
+    pair are matched, since the flags benchmark.sh passes can differ from one commit to another."""
+    tokens = rate.split()
+    return tokens[0], tokens[tokens.index("--env-id") + 1]
+
+
+def print_against(other_root: Path, selection: list[str], device: str) -> None:
+    """--against: the selection measured by other_root's tool and by this tree's, at the same time, each child pinned
+    to one core of this process's with one torch thread; then the two rates of each pair, their ratio and the overlap
+    of their timed windows."""
+    if not hasattr(os, "sched_getaffinity"):
+        fail("--against pins each tree to a core of its own, which Python cannot do on this OS (Linux can)")
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    if len(cores) < 2:
+        fail(f"--against needs two cores, one for each tree; this process may run on {len(cores)}")
+    print(f"measuring {' '.join(selection)} in {other_root} and {ROOT} at once, on cores {cores[0]} and {cores[1]} ...",
+          file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as tables:
+        children = {}
+        for root, core in zip((other_root, ROOT), cores):
+            table_path = Path(tables) / f"core{core}.json"
+            command = [sys.executable, str(root / "tools" / "throughput.py"), "--table", str(table_path), *selection]
+            children[root] = table_path, subprocess.Popen(
+                command, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, preexec_fn=lambda core=core: os.sched_setaffinity(0, {core}))
+        rates = {}
+        for root, (table_path, child) in children.items():
+            _, stderr = child.communicate()
+            if child.returncode != 0:
+                for _, sibling in children.values():
+                    sibling.kill()  # a child still measuring would run on, unread
+                fail(f"{root}: " + (stderr.strip().splitlines() or ["no output"])[-1].removeprefix(ERROR_PREFIX))
+            rates[root] = {file_and_env(m["command"]): m for m in json.loads(table_path.read_text()).values()}
+    there, here = rates[other_root], rates[ROOT]
+    where = {name: f"{root} (cores {m.get('cores', [core])}, {m['threads']} torch thread(s))" for name, root, core, m in
+             (("there", other_root, cores[0], next(iter(there.values()))), ("here", ROOT, cores[1], next(iter(here.values()))))}
+    print(f"\n{next(iter(here.values()))['machine']}, {device}, both trees at once: there = {where['there']}, here = {where['here']}\n")
+    print("| file | env | there: env steps / s | here: env steps / s | here / there | timed windows overlapping |")
+    print("|---|---|---|---|---|---|")
+    for pair, mine in here.items():
+        theirs = there.get(pair)
+        if theirs is None:  # a file that the other checkout does not have
+            print(f"| {Path(pair[0]).stem} | {pair[1]} | - | {mine['env_steps_per_s']:.2f} | - | - |")
+            continue
+        (start_a, end_a), (start_b, end_b) = theirs["window"], mine["window"]
+        overlap = max(0.0, min(end_a, end_b) - max(start_a, start_b)) / max(end_a - start_a, end_b - start_b)
+        print(f"| {Path(pair[0]).stem} | {pair[1]} | {theirs['env_steps_per_s']:.2f} | {mine['env_steps_per_s']:.2f} | "
+              f"{mine['env_steps_per_s'] / theirs['env_steps_per_s']:.2f} | {overlap:.0%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algos", nargs="+", help="algorithm files, without .py; default: all, as benchmark.sh finds them")
@@ -331,6 +390,8 @@ def main() -> None:
     parser.add_argument("--slurm", action="store_true", help="with --estimate: the --time of a Slurm array task")
     parser.add_argument("--floor", action="store_true", help="eager and --compile at tiny shapes, side by side (see above)")
     parser.add_argument("--jobs", type=int, default=1, help="measurements at a time, each in its own child process (see above)")
+    parser.add_argument("--against", type=Path, metavar="DIR", help="another checkout of this project: the same pairs measured there and here"
+                        " at once, one core each, and their ratios (see above)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--no-evaluation", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("extra", nargs="*", help="flags after -- go to every run, as in benchmark.sh")
@@ -349,6 +410,13 @@ def main() -> None:
         return
     if args.floor and args.estimate:
         fail("--floor and --estimate are two different tables: ask for one")
+    if args.against:
+        if args.floor or args.estimate or args.jobs != 1:
+            fail("--against measures one pair at a time in each tree: not with --floor, --estimate or --jobs")
+        if not (args.against / "tools" / "throughput.py").is_file():
+            fail(f"--against {args.against}: no tools/throughput.py there; give the root of another checkout of this project")
+        if args.device != "cpu":
+            fail("--against runs the two trees on two CPU cores at once; on one GPU they would share it: pass --device cpu")
     if args.estimate:
         commands = [shlex.split(line) for line in sys.stdin.read().splitlines() if line.strip()]
         if not commands:
@@ -361,6 +429,11 @@ def main() -> None:
             fail(problem)
     if args.floor:
         print_floor(list({rate_key(c): c for c in commands}.values()), args.seconds, args.device, args.jobs)
+        return
+    if args.against:
+        selection = ["--device", args.device, "--seconds", str(args.seconds), *(["--algos", *args.algos] if args.algos else []),
+                     "--envs", *envs, "--", *args.extra]
+        print_against(args.against.resolve(), selection, args.device)
         return
     results = measured(commands, args.table, args.seconds, args.device, args.jobs)
     print_table(list({rate_key(c): c for c in commands}.values()), results, args.jobs)
