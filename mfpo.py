@@ -309,11 +309,13 @@ ROW_BLOCK = 1024  # rows of a 256-wide layer whose activations (1 MB) stay in a 
 
 
 def in_row_blocks(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """layers(x), on a CPU ROW_BLOCK rows at a time: every layer acts on each row alone, so the result is the same,
-    and a block's activations stay in the core's cache from one layer to the next, where those of the critics'
-    12288-row proposal batches went to memory and back at every layer (a critic's forward there took 1.5x as long,
-    docs/measurements.md). On CUDA, and in compiled code, which fuses the layers' elementwise work itself, one call."""
-    if x.is_cuda or torch.compiler.is_compiling() or x[..., 0].numel() <= ROW_BLOCK:
+    """layers(x), on a CPU ROW_BLOCK rows at a time: every layer acts on each row alone, so the result is the same, and
+    a block's activations stay in the core's cache from one layer to the next, where those of the critics' 12288-row
+    proposal batches went to memory and back at every layer (a critic's forward there took 1.5x as long,
+    docs/measurements.md). On CUDA one call. Compiled code on a CPU traces the loop over the blocks: inductor fuses each
+    block's elementwise work, and the blocks keep it in cache (the compiled flow files ran 1.04-1.06x as fast as with
+    one call, docs/measurements.md)."""
+    if x.is_cuda or x[..., 0].numel() <= ROW_BLOCK:
         return layers(x)
     rows = x.reshape(-1, x.shape[-1])  # a sampler's (states, particles, features): every row alike
     return torch.cat([layers(block) for block in rows.split(ROW_BLOCK)]).view(*x.shape[:-1], -1)

@@ -37,3 +37,26 @@ def test_a_big_batch_is_split_into_blocks(algo, monkeypatch):
     with torch.no_grad():
         network(torch.randn(3 * module.ROW_BLOCK + 10, 30))
     assert seen == [module.ROW_BLOCK] * 3 + [10]
+
+
+@pytest.mark.parametrize("algo", FLOW_FILES)
+def test_compiled_code_on_a_cpu_traces_the_blocks(algo):
+    """Under torch.compile on a CPU the loop over the blocks is traced into the graph: every Linear of it takes at most
+    ROW_BLOCK rows (inductor then fuses each block's elementwise work, which the blocks keep in cache), and the compiled
+    network computes what the eager one does."""
+    module = load_algo(algo)
+    torch.manual_seed(0)
+    network = module.mlp(30, 5)
+    graphs = []
+
+    def recording_backend(graph_module, example_inputs):  # keeps the traced graph, runs it as traced
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    x = torch.randn(2 * module.ROW_BLOCK + 10, 30)
+    with torch.no_grad():
+        compiled = torch.compile(network, backend=recording_backend, fullgraph=True)(x)
+        torch.testing.assert_close(compiled, network(x))
+    (graph,) = graphs
+    linear_rows = [node.args[0].meta["example_value"].shape[0] for node in graph.graph.nodes if node.target is torch._C._nn.linear]
+    assert linear_rows == [module.ROW_BLOCK] * 8 + [10] * 4  # 3 hidden layers and the output layer, per block
